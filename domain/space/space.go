@@ -1,0 +1,286 @@
+// Package space is the space aggregate: a workspace owned by a user (personal) or an organization,
+// with a slug unique per owner and a visibility.
+package space
+
+import (
+	"regexp"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
+
+	"github.com/atlas-workspace/atlas/domain"
+)
+
+// StreamType names the event streams of spaces.
+const StreamType = "space"
+
+// Event names. The list only grows; a changed payload gets a new version and an upcaster.
+const (
+	EventCreated           = "space.created.v1"
+	EventRenamed           = "space.renamed.v1"
+	EventSlugChanged       = "space.slug_changed.v1"
+	EventVisibilityChanged = "space.visibility_changed.v1"
+	EventDeleted           = "space.deleted.v1"
+)
+
+// Visibility values.
+const (
+	Private = "private"
+	Public  = "public"
+)
+
+// PersonalSlug is the slug of the space every user gets at registration.
+const PersonalSlug = "personal"
+
+// MaxNameLength bounds a space's name, in characters.
+const MaxNameLength = 200
+
+var slugRE = regexp.MustCompile(`^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$`)
+
+// Created records a new space. OwnerUserID is set for personal spaces, OrgID for organization spaces.
+type Created struct {
+	SpaceID     uuid.UUID  `json:"space_id"`
+	OwnerUserID *uuid.UUID `json:"owner_user_id,omitempty"`
+	OrgID       *uuid.UUID `json:"org_id,omitempty"`
+	Personal    bool       `json:"personal"`
+	Name        string     `json:"name"`
+	Slug        string     `json:"slug"`
+	Visibility  string     `json:"visibility"`
+	CreatedAt   time.Time  `json:"created_at"`
+}
+
+// Renamed records a new name.
+type Renamed struct {
+	SpaceID   uuid.UUID `json:"space_id"`
+	Name      string    `json:"name"`
+	RenamedAt time.Time `json:"renamed_at"`
+}
+
+// SlugChanged records a new slug; the old one is released.
+type SlugChanged struct {
+	SpaceID   uuid.UUID `json:"space_id"`
+	OldSlug   string    `json:"old_slug"`
+	Slug      string    `json:"slug"`
+	ChangedAt time.Time `json:"changed_at"`
+}
+
+// VisibilityChanged records a new visibility.
+type VisibilityChanged struct {
+	SpaceID    uuid.UUID `json:"space_id"`
+	Visibility string    `json:"visibility"`
+	ChangedAt  time.Time `json:"changed_at"`
+}
+
+// Deleted records the deletion of the space and, through it, of all its content.
+type Deleted struct {
+	SpaceID   uuid.UUID `json:"space_id"`
+	Slug      string    `json:"slug"`
+	DeletedAt time.Time `json:"deleted_at"`
+}
+
+// EventName implements domain.Event.
+func (Created) EventName() string { return EventCreated }
+
+// EventName implements domain.Event.
+func (Renamed) EventName() string { return EventRenamed }
+
+// EventName implements domain.Event.
+func (SlugChanged) EventName() string { return EventSlugChanged }
+
+// EventName implements domain.Event.
+func (VisibilityChanged) EventName() string { return EventVisibilityChanged }
+
+// EventName implements domain.Event.
+func (Deleted) EventName() string { return EventDeleted }
+
+// State is a space as its events describe it.
+type State struct {
+	ID          uuid.UUID
+	OwnerUserID *uuid.UUID
+	OrgID       *uuid.UUID
+	Personal    bool
+	Name        string
+	Slug        string
+	Visibility  string
+	CreatedAt   time.Time
+	UpdatedAt   time.Time
+	Deleted     bool
+	Version     int64
+}
+
+// Exists reports whether the space was created and not deleted.
+func (s State) Exists() bool { return s.Version > 0 && !s.Deleted }
+
+// CanManage reports whether actor may change or delete the space. Organization spaces are managed
+// through organization roles, which the organizations issue brings; until then only owners of personal
+// spaces manage them.
+func (s State) CanManage(actor uuid.UUID) bool {
+	return s.OwnerUserID != nil && *s.OwnerUserID == actor
+}
+
+// CanRead reports whether actor may read the space: its owner, or anyone signed in when it is public.
+func (s State) CanRead(actor uuid.UUID) bool {
+	return s.Exists() && (s.CanManage(actor) || s.Visibility == Public)
+}
+
+// Create asks for a new personal space owned by Actor.
+type Create struct {
+	Actor      uuid.UUID
+	SpaceID    uuid.UUID
+	Personal   bool
+	Name       string
+	Slug       string
+	Visibility string
+}
+
+// Update asks to change some of a space's fields; nil fields stay. ExpectedVersion, when > 0, must
+// equal the space's version.
+type Update struct {
+	Actor           uuid.UUID
+	ExpectedVersion int64
+	Name            *string
+	Slug            *string
+	Visibility      *string
+}
+
+// Delete asks to delete a space and its content.
+type Delete struct {
+	Actor           uuid.UUID
+	ExpectedVersion int64
+}
+
+// ValidSlug reports whether slug follows the slug rule.
+func ValidSlug(slug string) bool { return slugRE.MatchString(slug) }
+
+func validateName(v domain.Validation, name string) {
+	n := utf8.RuneCountInString(name)
+	switch {
+	case strings.TrimSpace(name) == "":
+		v.Add("name", "is required")
+	case n > MaxNameLength:
+		v.Add("name", "must be at most 200 characters")
+	default:
+		for _, r := range name {
+			if unicode.IsControl(r) {
+				v.Add("name", "must not contain control characters")
+				break
+			}
+		}
+	}
+}
+
+func validateSlug(v domain.Validation, slug string) {
+	if !ValidSlug(slug) {
+		v.Add("slug", "must be 1-64 lower-case letters, digits or inner hyphens")
+	}
+}
+
+func validateVisibility(v domain.Validation, vis string) {
+	if vis != Private && vis != Public {
+		v.Add("visibility", `must be "private" or "public"`)
+	}
+}
+
+// Decide returns the events a command causes in state, or a *domain.Error: CodeInvalid for broken
+// fields, CodeNotFound when the space does not exist or actor may not read it, CodeForbidden when actor
+// may read but not change it, CodeVersionConflict when ExpectedVersion is stale, CodeConflict for a
+// second create of the same id or deleting the personal space.
+func Decide(s State, cmd any, now time.Time) ([]domain.Event, error) {
+	now = now.UTC()
+	switch c := cmd.(type) {
+	case Create:
+		if s.Version > 0 {
+			return nil, domain.Errorf(domain.CodeConflict, "space %s already exists", c.SpaceID)
+		}
+		v := domain.Validation{}
+		validateName(v, c.Name)
+		validateSlug(v, c.Slug)
+		validateVisibility(v, c.Visibility)
+		if err := v.Err(); err != nil {
+			return nil, err
+		}
+		owner := c.Actor
+		return []domain.Event{Created{SpaceID: c.SpaceID, OwnerUserID: &owner, Personal: c.Personal,
+			Name: strings.TrimSpace(c.Name), Slug: c.Slug, Visibility: c.Visibility, CreatedAt: now}}, nil
+	case Update:
+		if err := s.authorize(c.Actor, c.ExpectedVersion); err != nil {
+			return nil, err
+		}
+		v := domain.Validation{}
+		if c.Name != nil {
+			validateName(v, *c.Name)
+		}
+		if c.Slug != nil {
+			validateSlug(v, *c.Slug)
+			if s.Personal && *c.Slug != PersonalSlug {
+				v.Add("slug", "the personal space keeps the slug \"personal\"")
+			}
+		}
+		if c.Visibility != nil {
+			validateVisibility(v, *c.Visibility)
+		}
+		if err := v.Err(); err != nil {
+			return nil, err
+		}
+		var evs []domain.Event
+		if c.Name != nil && strings.TrimSpace(*c.Name) != s.Name {
+			evs = append(evs, Renamed{SpaceID: s.ID, Name: strings.TrimSpace(*c.Name), RenamedAt: now})
+		}
+		if c.Slug != nil && *c.Slug != s.Slug {
+			evs = append(evs, SlugChanged{SpaceID: s.ID, OldSlug: s.Slug, Slug: *c.Slug, ChangedAt: now})
+		}
+		if c.Visibility != nil && *c.Visibility != s.Visibility {
+			evs = append(evs, VisibilityChanged{SpaceID: s.ID, Visibility: *c.Visibility, ChangedAt: now})
+		}
+		return evs, nil
+	case Delete:
+		if err := s.authorize(c.Actor, c.ExpectedVersion); err != nil {
+			return nil, err
+		}
+		if s.Personal {
+			return nil, domain.Errorf(domain.CodeConflict, "the personal space cannot be deleted")
+		}
+		return []domain.Event{Deleted{SpaceID: s.ID, Slug: s.Slug, DeletedAt: now}}, nil
+	default:
+		return nil, domain.Errorf(domain.CodeInternal, "space: unknown command %T", cmd)
+	}
+}
+
+func (s State) authorize(actor uuid.UUID, expected int64) error {
+	if !s.CanRead(actor) {
+		return domain.Errorf(domain.CodeNotFound, "space not found")
+	}
+	if !s.CanManage(actor) {
+		return domain.Errorf(domain.CodeForbidden, "only the space's owner may change it")
+	}
+	if expected > 0 && expected != s.Version {
+		return domain.Errorf(domain.CodeVersionConflict, "space is at version %d, not %d", s.Version, expected)
+	}
+	return nil
+}
+
+// Evolve applies one event to state. It never fails: unknown events only advance the version.
+func Evolve(s State, e domain.Event) State {
+	s.Version++
+	switch e := e.(type) {
+	case Created:
+		s.ID, s.OwnerUserID, s.OrgID, s.Personal = e.SpaceID, e.OwnerUserID, e.OrgID, e.Personal
+		s.Name, s.Slug, s.Visibility = e.Name, e.Slug, e.Visibility
+		s.CreatedAt, s.UpdatedAt = e.CreatedAt, e.CreatedAt
+	case Renamed:
+		s.Name, s.UpdatedAt = e.Name, e.RenamedAt
+	case SlugChanged:
+		s.Slug, s.UpdatedAt = e.Slug, e.ChangedAt
+	case VisibilityChanged:
+		s.Visibility, s.UpdatedAt = e.Visibility, e.ChangedAt
+	case Deleted:
+		s.Deleted, s.UpdatedAt = true, e.DeletedAt
+	}
+	return s
+}
+
+// SlugScope is the reservation scope that keeps slugs unique per owner.
+func SlugScope(owner uuid.UUID) string { return "space.slug:" + owner.String() }

@@ -1,0 +1,58 @@
+package user_test
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/atlas-workspace/atlas/domain"
+	"github.com/atlas-workspace/atlas/domain/user"
+)
+
+func TestDecideRegister(t *testing.T) {
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	base := user.Register{UserID: uuid.New(), Email: "  Ada@Example.COM ", Name: "Ada", Password: "correct horse battery",
+		PasswordHash: "$argon2id$...", PersonalSpaceID: uuid.New()}
+	evs, err := user.Decide(user.State{}, base, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := evs[0].(user.Registered)
+	if e.Email != "ada@example.com" || e.Name != "Ada" || e.PasswordHash != base.PasswordHash || !e.RegisteredAt.Equal(now) {
+		t.Fatalf("event = %+v", e)
+	}
+	s := user.Evolve(user.State{}, e)
+	if !s.Exists() || s.Email != "ada@example.com" || s.PersonalSpaceID != base.PersonalSpaceID || s.Version != 1 {
+		t.Fatalf("state = %+v", s)
+	}
+	if _, err := user.Decide(s, base, now); domain.ErrorCode(err) != domain.CodeConflict {
+		t.Fatalf("registering twice: %v", err)
+	}
+
+	bad := []struct {
+		name  string
+		edit  func(*user.Register)
+		field string
+	}{
+		{"short password", func(r *user.Register) { r.Password = "elevenchars" }, "password"},
+		{"missing email", func(r *user.Register) { r.Email = "" }, "email"},
+		{"not an email", func(r *user.Register) { r.Email = "ada" }, "email"},
+		{"display-name email", func(r *user.Register) { r.Email = "Ada <ada@example.com>" }, "email"},
+		{"long email", func(r *user.Register) { r.Email = strings.Repeat("a", 250) + "@x.io" }, "email"},
+		{"blank name", func(r *user.Register) { r.Name = " " }, "name"},
+		{"control character in name", func(r *user.Register) { r.Name = "A\nda" }, "name"},
+		{"long name", func(r *user.Register) { r.Name = strings.Repeat("n", 201) }, "name"},
+	}
+	for _, tc := range bad {
+		r := base
+		tc.edit(&r)
+		_, err := user.Decide(user.State{}, r, now)
+		var de *domain.Error
+		if !errors.As(err, &de) || de.Code != domain.CodeInvalid || de.Details[tc.field] == "" {
+			t.Errorf("%s: %v, want validation_failed naming %q", tc.name, err, tc.field)
+		}
+	}
+}
