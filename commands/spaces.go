@@ -1,0 +1,122 @@
+package commands
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/google/uuid"
+
+	"github.com/atlas-workspace/atlas/domain"
+	"github.com/atlas-workspace/atlas/domain/space"
+	"github.com/atlas-workspace/atlas/eventstore"
+)
+
+// SpaceResult is a space's state after a command, and where the command's last event sits.
+type SpaceResult struct {
+	Space    space.State
+	Position eventstore.Position
+}
+
+// Space loads a space aggregate (up to maxVersion; 0 for its latest state).
+func (h *Handlers) Space(ctx context.Context, id uuid.UUID, maxVersion int64) (space.State, error) {
+	st, _, err := load(ctx, h.store, id, maxVersion, space.Evolve)
+	return st, err
+}
+
+// CreateSpace creates a personal space owned by cc.Actor. Errors: CodeInvalid, CodeConflict when the
+// slug is taken among the owner's spaces.
+func (h *Handlers) CreateSpace(ctx context.Context, cc Context, name, slug, visibility string) (SpaceResult, error) {
+	if prev, ok, err := h.replay(ctx, cc); err != nil || ok {
+		return h.spaceReplay(ctx, prev, err)
+	}
+	id := uuid.Must(uuid.NewV7())
+	evs, err := space.Decide(space.State{}, space.Create{Actor: cc.Actor, SpaceID: id, Name: name, Slug: slug, Visibility: visibility}, h.now())
+	if err != nil {
+		return SpaceResult{}, err
+	}
+	tenant := cc.Actor
+	res, prev, err := h.appendIdempotent(ctx, cc, id, eventstore.AppendRequest{
+		Streams:  []eventstore.StreamAppend{{StreamType: space.StreamType, StreamID: id, TenantID: &tenant, Events: evs}},
+		Metadata: cc.metadata(uuid.Must(uuid.NewV7())),
+		Claim:    []eventstore.Reservation{{Scope: space.SlugScope(cc.Actor), Key: slug, StreamID: id}},
+	})
+	return h.spaceOutcome(ctx, space.State{}, evs, res, prev, err)
+}
+
+// UpdateSpace applies a partial update. Errors: CodeNotFound, CodeForbidden, CodeInvalid,
+// CodeVersionConflict (stale expected version or a concurrent writer), CodeConflict (slug taken).
+func (h *Handlers) UpdateSpace(ctx context.Context, cc Context, id uuid.UUID, u space.Update) (SpaceResult, error) {
+	return h.changeSpace(ctx, cc, id, func(s space.State) any { u.Actor = cc.Actor; return u })
+}
+
+// DeleteSpace deletes a space. Errors: CodeNotFound, CodeForbidden, CodeVersionConflict, CodeConflict
+// (the personal space).
+func (h *Handlers) DeleteSpace(ctx context.Context, cc Context, id uuid.UUID, expectedVersion int64) (SpaceResult, error) {
+	return h.changeSpace(ctx, cc, id, func(space.State) any {
+		return space.Delete{Actor: cc.Actor, ExpectedVersion: expectedVersion}
+	})
+}
+
+func (h *Handlers) changeSpace(ctx context.Context, cc Context, id uuid.UUID, command func(space.State) any) (SpaceResult, error) {
+	if prev, ok, err := h.replay(ctx, cc); err != nil || ok {
+		return h.spaceReplay(ctx, prev, err)
+	}
+	st, last, err := load(ctx, h.store, id, 0, space.Evolve)
+	if err != nil {
+		return SpaceResult{}, err
+	}
+	evs, err := space.Decide(st, command(st), h.now())
+	if err != nil {
+		return SpaceResult{}, err
+	}
+	if len(evs) == 0 {
+		// Nothing changed: no event; the token is that of the space's latest event.
+		return SpaceResult{Space: st, Position: last}, nil
+	}
+	req := eventstore.AppendRequest{
+		Streams:  []eventstore.StreamAppend{{StreamType: space.StreamType, StreamID: id, TenantID: st.OwnerUserID, ExpectedVersion: st.Version, Events: evs}},
+		Metadata: cc.metadata(uuid.Must(uuid.NewV7())),
+	}
+	scope := space.SlugScope(*st.OwnerUserID)
+	for _, e := range evs {
+		switch e := e.(type) {
+		case space.SlugChanged:
+			req.Release = append(req.Release, eventstore.Reservation{Scope: scope, Key: e.OldSlug, StreamID: id})
+			req.Claim = append(req.Claim, eventstore.Reservation{Scope: scope, Key: e.Slug, StreamID: id})
+		case space.Deleted:
+			req.Release = append(req.Release, eventstore.Reservation{Scope: scope, Key: e.Slug, StreamID: id})
+		}
+	}
+	res, prev, err := h.appendIdempotent(ctx, cc, id, req)
+	return h.spaceOutcome(ctx, st, evs, res, prev, err)
+}
+
+func (h *Handlers) spaceOutcome(ctx context.Context, st space.State, evs []domain.Event, res eventstore.AppendResult, prev *eventstore.IdempotentResult, err error) (SpaceResult, error) {
+	if prev != nil {
+		return h.spaceReplay(ctx, *prev, nil)
+	}
+	if errors.Is(err, eventstore.ErrReserved) {
+		return SpaceResult{}, domain.Errorf(domain.CodeConflict, "the slug is already used by another of the owner's spaces")
+	}
+	if err != nil {
+		return SpaceResult{}, err
+	}
+	for _, e := range evs {
+		st = space.Evolve(st, e)
+	}
+	return SpaceResult{Space: st, Position: res.Position}, nil
+}
+
+// spaceReplay rebuilds the result of an earlier idempotent command from the space's stream as it was
+// right after that command.
+func (h *Handlers) spaceReplay(ctx context.Context, prev eventstore.IdempotentResult, err error) (SpaceResult, error) {
+	if err != nil {
+		return SpaceResult{}, err
+	}
+	st, err := h.Space(ctx, prev.StreamID, prev.StreamVersion)
+	if err != nil {
+		return SpaceResult{}, fmt.Errorf("replay idempotent result: %w", err)
+	}
+	return SpaceResult{Space: st, Position: prev.Position}, nil
+}
