@@ -1,0 +1,187 @@
+package projections
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/atlas-workspace/atlas/domain"
+	"github.com/atlas-workspace/atlas/domain/space"
+	"github.com/atlas-workspace/atlas/domain/user"
+	"github.com/atlas-workspace/atlas/eventstore"
+)
+
+// Projector names, as the admin API and CLI show them.
+const (
+	UsersProjector  = "users"
+	SpacesProjector = "spaces"
+)
+
+// Users projects user events into the users table (with decrypted personal data).
+func Users() *Projector {
+	return &Projector{
+		Name: UsersProjector, Version: 1, Tables: []string{"users"},
+		Handlers: map[string]Handler{
+			user.EventRegistered: func(ctx context.Context, tx pgx.Tx, r eventstore.Record) error {
+				e := r.Event.(user.Registered)
+				_, err := tx.Exec(ctx, `INSERT INTO users (id, email, name, personal_space_id, version, created_at, updated_at)
+					VALUES ($1, $2, $3, $4, $5, $6, $6)`,
+					e.UserID, e.Email, e.Name, e.PersonalSpaceID, r.StreamVersion, e.RegisteredAt)
+				return err
+			},
+		},
+	}
+}
+
+// Spaces projects space events into the spaces table.
+func Spaces() *Projector {
+	update := func(set string, args func(r eventstore.Record) []any) Handler {
+		return func(ctx context.Context, tx pgx.Tx, r eventstore.Record) error {
+			a := append([]any{r.StreamID, r.StreamVersion}, args(r)...)
+			_, err := tx.Exec(ctx, `UPDATE spaces SET version = $2, `+set+` WHERE id = $1`, a...)
+			return err
+		}
+	}
+	return &Projector{
+		Name: SpacesProjector, Version: 1, Tables: []string{"spaces"},
+		Handlers: map[string]Handler{
+			space.EventCreated: func(ctx context.Context, tx pgx.Tx, r eventstore.Record) error {
+				e := r.Event.(space.Created)
+				_, err := tx.Exec(ctx, `INSERT INTO spaces (id, owner_user_id, org_id, personal, name, slug, visibility,
+					version, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)`,
+					e.SpaceID, e.OwnerUserID, e.OrgID, e.Personal, e.Name, e.Slug, e.Visibility, r.StreamVersion, e.CreatedAt)
+				return err
+			},
+			space.EventRenamed: update("name = $3, updated_at = $4", func(r eventstore.Record) []any {
+				e := r.Event.(space.Renamed)
+				return []any{e.Name, e.RenamedAt}
+			}),
+			space.EventSlugChanged: update("slug = $3, updated_at = $4", func(r eventstore.Record) []any {
+				e := r.Event.(space.SlugChanged)
+				return []any{e.Slug, e.ChangedAt}
+			}),
+			space.EventVisibilityChanged: update("visibility = $3, updated_at = $4", func(r eventstore.Record) []any {
+				e := r.Event.(space.VisibilityChanged)
+				return []any{e.Visibility, e.ChangedAt}
+			}),
+			space.EventDeleted: func(ctx context.Context, tx pgx.Tx, r eventstore.Record) error {
+				_, err := tx.Exec(ctx, `DELETE FROM spaces WHERE id = $1`, r.StreamID)
+				return err
+			},
+		},
+	}
+}
+
+// UserView is a user as the users read model holds it.
+type UserView struct {
+	ID              uuid.UUID `json:"id"`
+	Email           string    `json:"email"`
+	Name            string    `json:"name"`
+	PersonalSpaceID uuid.UUID `json:"personal_space_id"`
+	Version         int64     `json:"version"`
+	CreatedAt       time.Time `json:"created_at"`
+	UpdatedAt       time.Time `json:"updated_at"`
+}
+
+// SpaceView is a space as the spaces read model holds it.
+type SpaceView struct {
+	ID          uuid.UUID  `json:"id"`
+	OwnerUserID *uuid.UUID `json:"owner_user_id"`
+	OrgID       *uuid.UUID `json:"org_id"`
+	Personal    bool       `json:"personal"`
+	Name        string     `json:"name"`
+	Slug        string     `json:"slug"`
+	Visibility  string     `json:"visibility"`
+	Version     int64      `json:"version"`
+	CreatedAt   time.Time  `json:"created_at"`
+	UpdatedAt   time.Time  `json:"updated_at"`
+}
+
+// Queries answers reads from the read models.
+type Queries struct {
+	pool *pgxpool.Pool
+}
+
+// NewQueries returns the read-model queries over pool.
+func NewQueries(pool *pgxpool.Pool) *Queries { return &Queries{pool: pool} }
+
+var errNotFound = domain.Errorf(domain.CodeNotFound, "not found")
+
+// User returns a user by id; CodeNotFound when there is none.
+func (q *Queries) User(ctx context.Context, id uuid.UUID) (UserView, error) {
+	var u UserView
+	err := q.pool.QueryRow(ctx, `SELECT id, email, name, personal_space_id, version, created_at, updated_at
+		FROM users WHERE id = $1`, id).
+		Scan(&u.ID, &u.Email, &u.Name, &u.PersonalSpaceID, &u.Version, &u.CreatedAt, &u.UpdatedAt)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return u, domain.Errorf(domain.CodeNotFound, "user not found")
+	}
+	return u, err
+}
+
+const spaceColumns = `id, owner_user_id, org_id, personal, name, slug, visibility, version, created_at, updated_at`
+
+func scanSpace(row pgx.Row) (SpaceView, error) {
+	var s SpaceView
+	err := row.Scan(&s.ID, &s.OwnerUserID, &s.OrgID, &s.Personal, &s.Name, &s.Slug, &s.Visibility, &s.Version, &s.CreatedAt, &s.UpdatedAt)
+	s.CreatedAt, s.UpdatedAt = s.CreatedAt.UTC(), s.UpdatedAt.UTC()
+	return s, err
+}
+
+// Space returns a space the viewer may read: its owner's, or a public one. Any other space, existing
+// or not, is CodeNotFound, so existence never leaks.
+func (q *Queries) Space(ctx context.Context, viewer, id uuid.UUID) (SpaceView, error) {
+	s, err := scanSpace(q.pool.QueryRow(ctx, `SELECT `+spaceColumns+` FROM spaces
+		WHERE id = $1 AND (owner_user_id = $2 OR visibility = 'public')`, id, viewer))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return s, domain.Errorf(domain.CodeNotFound, "space not found")
+	}
+	return s, err
+}
+
+// SpacePage is one page of a space listing.
+type SpacePage struct {
+	Items      []SpaceView
+	NextCursor *string
+}
+
+// SpacesOf lists the spaces viewer owns, oldest first, limit per page, after cursor ("" for the first
+// page). A malformed cursor is CodeBadRequest.
+func (q *Queries) SpacesOf(ctx context.Context, viewer uuid.UUID, cursor string, limit int) (SpacePage, error) {
+	after := uuid.Nil
+	if cursor != "" {
+		var err error
+		if after, err = uuid.Parse(cursor); err != nil {
+			return SpacePage{}, domain.Errorf(domain.CodeBadRequest, "cursor %q is not valid", cursor)
+		}
+	}
+	// Space ids are UUIDv7, so id order is creation order and the id is the cursor.
+	rows, err := q.pool.Query(ctx, `SELECT `+spaceColumns+` FROM spaces
+		WHERE owner_user_id = $1 AND id > $2 ORDER BY id LIMIT $3`, viewer, after, limit+1)
+	if err != nil {
+		return SpacePage{}, fmt.Errorf("list spaces: %w", err)
+	}
+	defer rows.Close()
+	page := SpacePage{Items: []SpaceView{}}
+	for rows.Next() {
+		s, err := scanSpace(rows)
+		if err != nil {
+			return SpacePage{}, err
+		}
+		page.Items = append(page.Items, s)
+	}
+	if err := rows.Err(); err != nil {
+		return SpacePage{}, err
+	}
+	if len(page.Items) > limit {
+		page.Items = page.Items[:limit]
+		c := page.Items[limit-1].ID.String()
+		page.NextCursor = &c
+	}
+	return page, nil
+}
