@@ -1,0 +1,102 @@
+package httpapi
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/labstack/echo/v4"
+
+	"github.com/atlas-workspace/atlas/domain"
+	"github.com/atlas-workspace/atlas/domain/user"
+	"github.com/atlas-workspace/atlas/projections"
+)
+
+type userDTO struct {
+	ID              uuid.UUID `json:"id"`
+	Email           string    `json:"email"`
+	Name            string    `json:"name"`
+	PersonalSpaceID uuid.UUID `json:"personal_space_id"`
+	CreatedAt       time.Time `json:"created_at"`
+	Memberships     []any     `json:"memberships"`
+}
+
+func userFromState(s user.State) userDTO {
+	return userDTO{ID: s.ID, Email: s.Email, Name: s.Name, PersonalSpaceID: s.PersonalSpaceID,
+		CreatedAt: s.CreatedAt.UTC(), Memberships: []any{}}
+}
+
+type authResponse struct {
+	User     userDTO `json:"user"`
+	Token    string  `json:"token"`
+	Position string  `json:"position"`
+}
+
+func (s *Server) register(c echo.Context) error {
+	var in struct {
+		Email    string `json:"email"`
+		Password string `json:"password"`
+		Name     string `json:"name"`
+	}
+	body, err := readJSON(c, &in)
+	if err != nil {
+		return err
+	}
+	cc, err := commandContext(c, body)
+	if err != nil {
+		return err
+	}
+	r, err := s.deps.Commands.Register(c.Request().Context(), cc, in.Email, in.Name, in.Password)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusCreated, authResponse{User: userFromState(r.User), Token: r.Token, Position: withPosition(c, r.Position)})
+}
+
+func (s *Server) login(c echo.Context) error {
+	var in struct {
+		Email    string `json:"email"`
+		Password string `json:"password"`
+	}
+	if _, err := readJSON(c, &in); err != nil {
+		return err
+	}
+	r, err := s.deps.Commands.Login(c.Request().Context(), in.Email, in.Password)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, authResponse{User: userFromState(r.User), Token: r.Token, Position: withPosition(c, r.Position)})
+}
+
+func (s *Server) logout(c echo.Context) error {
+	token, _ := c.Get("token").(string)
+	if err := s.deps.Commands.Logout(c.Request().Context(), token); err != nil {
+		return err
+	}
+	return noContent(c)
+}
+
+// me answers from the users read model, and from the user's own stream while the read model has not
+// caught up yet, so a client that just registered always finds itself.
+func (s *Server) me(c echo.Context) error {
+	if err := s.consistent(c, projections.UsersProjector); err != nil {
+		return err
+	}
+	ctx := c.Request().Context()
+	u, err := s.deps.Queries.User(ctx, userID(c))
+	if domain.ErrorCode(err) == domain.CodeNotFound {
+		st, err := s.deps.Commands.User(ctx, userID(c))
+		if err != nil {
+			return err
+		}
+		if !st.Exists() {
+			return domain.Errorf(domain.CodeNotFound, "user not found")
+		}
+		return c.JSON(http.StatusOK, userFromState(st))
+	}
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, userDTO{ID: u.ID, Email: u.Email, Name: u.Name, PersonalSpaceID: u.PersonalSpaceID,
+		CreatedAt: u.CreatedAt.UTC(), Memberships: []any{}})
+}

@@ -1,0 +1,112 @@
+package httpapi
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/google/uuid"
+	"github.com/labstack/echo/v4"
+
+	"github.com/atlas-workspace/atlas/domain"
+)
+
+// MaxJSONBody bounds JSON request bodies.
+const MaxJSONBody = 1 << 20
+
+// readJSON decodes the request body into dst strictly: JSON only, no unknown fields, no trailing data,
+// at most MaxJSONBody bytes. It returns the raw body too (for idempotency fingerprints).
+func readJSON(c echo.Context, dst any) ([]byte, error) {
+	req := c.Request()
+	if ct := req.Header.Get(echo.HeaderContentType); ct != "" {
+		mt, _, err := mime.ParseMediaType(ct)
+		if err != nil || (mt != "application/json" && !strings.HasSuffix(mt, "+json")) {
+			return nil, domain.Errorf("unsupported_media_type", "the body must be application/json")
+		}
+	}
+	raw, err := io.ReadAll(io.LimitReader(req.Body, MaxJSONBody+1))
+	if err != nil {
+		return nil, domain.Errorf(domain.CodeBadRequest, "could not read the request body")
+	}
+	if len(raw) > MaxJSONBody {
+		return nil, domain.Errorf(domain.CodeTooLarge, "the request body is larger than %d bytes", MaxJSONBody)
+	}
+	if len(bytes.TrimSpace(raw)) == 0 {
+		return nil, domain.Errorf(domain.CodeBadRequest, "the request body is empty; a JSON object is required")
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(dst); err != nil {
+		return nil, domain.Errorf(domain.CodeBadRequest, "malformed JSON: %s", jsonProblem(err))
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return nil, domain.Errorf(domain.CodeBadRequest, "malformed JSON: data after the object")
+	}
+	return raw, nil
+}
+
+func jsonProblem(err error) string {
+	var syn *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &syn):
+		return fmt.Sprintf("syntax error at byte %d", syn.Offset)
+	case errors.As(err, &typ):
+		return fmt.Sprintf("field %q must be %s", typ.Field, typ.Type.String())
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		return "unknown field " + strings.TrimPrefix(err.Error(), "json: unknown field ")
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return "unexpected end of input"
+	}
+	return err.Error()
+}
+
+// pathUUID parses a UUID path parameter; a malformed one is CodeBadRequest.
+func pathUUID(c echo.Context, name string) (uuid.UUID, error) {
+	id, err := uuid.Parse(c.Param(name))
+	if err != nil {
+		return uuid.Nil, domain.Errorf(domain.CodeBadRequest, "%s %q is not a UUID", name, c.Param(name))
+	}
+	return id, nil
+}
+
+// pageLimit reads ?limit= (default 50, 1..200).
+func pageLimit(c echo.Context) (int, error) {
+	s := c.QueryParam("limit")
+	if s == "" {
+		return 50, nil
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 || n > 200 {
+		v := domain.Validation{}
+		v.Add("limit", "must be a whole number from 1 to 200")
+		return 0, v.Err()
+	}
+	return n, nil
+}
+
+// ifMatch reads an If-Match header carrying a version: `"3"`, `W/"3"` or `3`; 0 when absent or `*`.
+func ifMatch(c echo.Context) (int64, error) {
+	h := strings.TrimSpace(c.Request().Header.Get("If-Match"))
+	if h == "" || h == "*" {
+		return 0, nil
+	}
+	h = strings.Trim(strings.TrimPrefix(h, "W/"), `"`)
+	n, err := strconv.ParseInt(h, 10, 64)
+	if err != nil || n < 1 {
+		return 0, domain.Errorf(domain.CodeBadRequest, "If-Match must be a version such as \"3\"")
+	}
+	return n, nil
+}
+
+func setETag(c echo.Context, version int64) {
+	c.Response().Header().Set("ETag", `"`+strconv.FormatInt(version, 10)+`"`)
+}
+
+func noContent(c echo.Context) error { return c.NoContent(http.StatusNoContent) }

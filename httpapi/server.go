@@ -1,0 +1,318 @@
+package httpapi
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/labstack/echo/v4"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/atlas-workspace/atlas/commands"
+	"github.com/atlas-workspace/atlas/domain"
+	"github.com/atlas-workspace/atlas/domain/space"
+	"github.com/atlas-workspace/atlas/domain/user"
+	"github.com/atlas-workspace/atlas/eventstore"
+	"github.com/atlas-workspace/atlas/projections"
+)
+
+// Commands is what the API needs of the command side.
+type Commands interface {
+	Register(ctx context.Context, cc commands.Context, email, name, password string) (commands.Registration, error)
+	Login(ctx context.Context, email, password string) (commands.Registration, error)
+	Logout(ctx context.Context, token string) error
+	Authenticate(ctx context.Context, token string) (uuid.UUID, error)
+	User(ctx context.Context, id uuid.UUID) (user.State, error)
+	Space(ctx context.Context, id uuid.UUID, maxVersion int64) (space.State, error)
+	CreateSpace(ctx context.Context, cc commands.Context, name, slug, visibility string) (commands.SpaceResult, error)
+	UpdateSpace(ctx context.Context, cc commands.Context, id uuid.UUID, u space.Update) (commands.SpaceResult, error)
+	DeleteSpace(ctx context.Context, cc commands.Context, id uuid.UUID, expectedVersion int64) (commands.SpaceResult, error)
+}
+
+// Queries is what the API needs of the read models.
+type Queries interface {
+	User(ctx context.Context, id uuid.UUID) (projections.UserView, error)
+	Space(ctx context.Context, viewer, id uuid.UUID) (projections.SpaceView, error)
+	SpacesOf(ctx context.Context, viewer uuid.UUID, cursor string, limit int) (projections.SpacePage, error)
+}
+
+// Consistency waits for read models to reach a position.
+type Consistency interface {
+	WaitFor(ctx context.Context, pos eventstore.Position, projectors ...string) error
+}
+
+// Log reads event streams for history endpoints.
+type Log interface {
+	ReadStream(ctx context.Context, streamID uuid.UUID, maxVersion int64) ([]eventstore.Record, error)
+}
+
+// Check is a health check; nil means healthy.
+type Check func(ctx context.Context) error
+
+// Deps are the server's collaborators.
+type Deps struct {
+	Commands        Commands
+	Queries         Queries
+	Consistency     Consistency
+	Log             Log
+	Logger          *slog.Logger
+	Metrics         prometheus.Gatherer
+	Registerer      prometheus.Registerer
+	Health          map[string]Check // by name: "db", "blob", ...
+	ConsistencyWait time.Duration    // how long a query waits for a consistency token (default 5 s)
+}
+
+// Server is the HTTP API.
+type Server struct {
+	deps    Deps
+	echo    *echo.Echo
+	metrics *httpMetrics
+}
+
+// New builds the API and its routes.
+func New(d Deps) *Server {
+	if d.ConsistencyWait <= 0 {
+		d.ConsistencyWait = 5 * time.Second
+	}
+	if d.Registerer == nil {
+		reg := prometheus.NewRegistry()
+		d.Registerer = reg
+		if d.Metrics == nil {
+			d.Metrics = reg
+		}
+	}
+	if d.Metrics == nil {
+		d.Metrics = prometheus.NewRegistry()
+	}
+	e := echo.New()
+	e.HideBanner, e.HidePort = true, true
+	s := &Server{deps: d, echo: e, metrics: newHTTPMetrics(d.Registerer)}
+	e.HTTPErrorHandler = s.errorHandler
+	e.Use(s.requestContext, s.recoverer)
+
+	e.GET("/api/health", s.health(""))
+	e.GET("/api/health/:check", func(c echo.Context) error { return s.health(c.Param("check"))(c) })
+	e.GET("/api/v1/openapi.json", serveOpenAPI)
+	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(d.Metrics, promhttp.HandlerOpts{})))
+
+	v1 := e.Group("/api/v1")
+	v1.POST("/auth/register", s.register)
+	v1.POST("/auth/login", s.login)
+
+	// Authentication is per route (not a group middleware), so an unknown path is 404 for everyone.
+	auth := s.authenticate
+	v1.POST("/auth/logout", s.logout, auth)
+	v1.GET("/me", s.me, auth)
+	v1.POST("/spaces", s.createSpace, auth)
+	v1.GET("/spaces", s.listSpaces, auth)
+	v1.GET("/spaces/:space_id", s.getSpace, auth)
+	v1.PATCH("/spaces/:space_id", s.updateSpace, auth)
+	v1.DELETE("/spaces/:space_id", s.deleteSpace, auth)
+	v1.GET("/spaces/:space_id/history", s.spaceHistory, auth)
+	return s
+}
+
+// Handler returns the http.Handler of the API.
+func (s *Server) Handler() http.Handler { return s.echo }
+
+// Routes lists the registered "METHOD path" pairs (Echo syntax), for the OpenAPI completeness test.
+func (s *Server) Routes() []string {
+	var out []string
+	for _, r := range s.echo.Routes() {
+		if strings.HasPrefix(r.Path, "/api/") || r.Path == "/metrics" {
+			out = append(out, r.Method+" "+r.Path)
+		}
+	}
+	return out
+}
+
+var requestIDRE = regexp.MustCompile(`^[A-Za-z0-9._:-]{1,128}$`)
+
+// requestContext gives each request an id (the caller's X-Request-ID when well formed), a correlation
+// id, a logger carrying both, a metrics observation and one JSON log line.
+func (s *Server) requestContext(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		start := time.Now()
+		req := c.Request()
+		rid := req.Header.Get("X-Request-ID")
+		if !requestIDRE.MatchString(rid) {
+			rid = uuid.Must(uuid.NewV7()).String()
+		}
+		cid := req.Header.Get("X-Correlation-ID")
+		if !requestIDRE.MatchString(cid) {
+			cid = rid
+		}
+		c.Response().Header().Set("X-Request-ID", rid)
+		log := s.deps.Logger.With("request_id", rid)
+		c.Set("logger", log)
+		c.Set("request_id", rid)
+		c.Set("correlation_id", cid)
+		err := next(c)
+		if err != nil {
+			s.errorHandler(err, c)
+		}
+		status := c.Response().Status
+		route := c.Path()
+		if route == "" {
+			route = "unmatched"
+		}
+		s.metrics.observe(req.Method, route, status, err, time.Since(start))
+		attrs := []any{"method", req.Method, "path", req.URL.Path, "route", route, "status", status,
+			"duration_ms", float64(time.Since(start).Microseconds()) / 1000, "bytes", c.Response().Size}
+		if u, ok := c.Get("user_id").(uuid.UUID); ok {
+			attrs = append(attrs, "user_id", u.String())
+		}
+		log.Info("request", attrs...)
+		return nil
+	}
+}
+
+func (s *Server) recoverer(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) (err error) {
+		defer func() {
+			if r := recover(); r != nil {
+				err = domain.Errorf(domain.CodeInternal, "panic: %v", r)
+			}
+		}()
+		return next(c)
+	}
+}
+
+func logger(c echo.Context) *slog.Logger {
+	if l, ok := c.Get("logger").(*slog.Logger); ok {
+		return l
+	}
+	return slog.Default()
+}
+
+// authenticate requires a Bearer token and puts the user id in the context.
+func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		h := c.Request().Header.Get("Authorization")
+		token, ok := strings.CutPrefix(h, "Bearer ")
+		token = strings.TrimSpace(token)
+		if !ok || token == "" {
+			return domain.Errorf(domain.CodeUnauthenticated, "an Authorization: Bearer <token> header is required")
+		}
+		id, err := s.deps.Commands.Authenticate(c.Request().Context(), token)
+		if err != nil {
+			return err
+		}
+		c.Set("user_id", id)
+		c.Set("token", token)
+		return next(c)
+	}
+}
+
+func userID(c echo.Context) uuid.UUID {
+	id, _ := c.Get("user_id").(uuid.UUID)
+	return id
+}
+
+// commandContext collects who issues the command and its idempotency key.
+func commandContext(c echo.Context, body []byte) (commands.Context, error) {
+	cc := commands.Context{Actor: userID(c)}
+	cc.RequestID, _ = c.Get("request_id").(string)
+	cc.CorrelationID, _ = c.Get("correlation_id").(string)
+	if k := c.Request().Header.Get("Idempotency-Key"); k != "" {
+		if len(k) > 255 {
+			return cc, domain.Errorf(domain.CodeBadRequest, "Idempotency-Key must be at most 255 characters")
+		}
+		cc.IdempotencyKey = k
+		cc.RequestHash = eventstore.HashRequest([]byte(c.Request().Method), []byte(c.Request().URL.Path),
+			[]byte(c.Request().Header.Get("If-Match")), body)
+	}
+	return cc, nil
+}
+
+// consistent waits, when the request carries a consistency token, until the named read models have
+// processed it: 400 for a malformed token, 503 not_ready after ConsistencyWait.
+func (s *Server) consistent(c echo.Context, projectors ...string) error {
+	token := c.Request().Header.Get("X-Consistency-Token")
+	if token == "" {
+		token = c.QueryParam("consistent_with")
+	}
+	if token == "" {
+		return nil
+	}
+	pos, err := eventstore.ParsePosition(token)
+	if err != nil {
+		return domain.Errorf(domain.CodeBadRequest, "%s", err.Error())
+	}
+	ctx, cancel := context.WithTimeout(c.Request().Context(), s.deps.ConsistencyWait)
+	defer cancel()
+	if err := s.deps.Consistency.WaitFor(ctx, pos, projectors...); err != nil {
+		if ctx.Err() != nil {
+			return domain.Errorf(domain.CodeNotReady, "the read models have not reached position %s yet; retry shortly", token)
+		}
+		return err
+	}
+	return nil
+}
+
+// withPosition sets the consistency token header and returns it for the body.
+func withPosition(c echo.Context, pos eventstore.Position) string {
+	t := pos.String()
+	c.Response().Header().Set("X-Consistency-Token", t)
+	return t
+}
+
+func (s *Server) health(check string) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		if check == "" {
+			return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
+		}
+		fn, ok := s.deps.Health[check]
+		if !ok {
+			return domain.Errorf(domain.CodeNotFound, "no health check %q", check)
+		}
+		ctx, cancel := context.WithTimeout(c.Request().Context(), 5*time.Second)
+		defer cancel()
+		if err := fn(ctx); err != nil {
+			logger(c).Warn("health check failed", "check", check, "error", err)
+			return c.JSON(http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "reason": err.Error()})
+		}
+		return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
+	}
+}
+
+type httpMetrics struct {
+	requests *prometheus.HistogramVec
+	commands *prometheus.HistogramVec
+}
+
+var latencyBuckets = []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}
+
+func newHTTPMetrics(r prometheus.Registerer) *httpMetrics {
+	m := &httpMetrics{
+		requests: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "atlas_http_request_duration_seconds",
+			Help:    "HTTP request latency by method, route and status; commands are the POST/PATCH/PUT/DELETE routes.",
+			Buckets: latencyBuckets,
+		}, []string{"method", "route", "status"}),
+		commands: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "atlas_command_duration_seconds",
+			Help:    "Command latency (load, decide, append) by command route and outcome (ok or the error code).",
+			Buckets: latencyBuckets,
+		}, []string{"command", "outcome"}),
+	}
+	r.MustRegister(m.requests, m.commands)
+	return m
+}
+
+func (m *httpMetrics) observe(method, route string, status int, err error, d time.Duration) {
+	m.requests.WithLabelValues(method, route, strconv.Itoa(status)).Observe(d.Seconds())
+	if method != http.MethodGet && method != http.MethodHead && route != "unmatched" {
+		outcome := "ok"
+		if err != nil {
+			outcome = string(domain.ErrorCode(err))
+		}
+		m.commands.WithLabelValues(method+" "+route, outcome).Observe(d.Seconds())
+	}
+}

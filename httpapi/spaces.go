@@ -1,0 +1,271 @@
+package httpapi
+
+import (
+	"encoding/json"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/labstack/echo/v4"
+
+	"github.com/atlas-workspace/atlas/commands"
+	"github.com/atlas-workspace/atlas/domain"
+	"github.com/atlas-workspace/atlas/domain/space"
+	"github.com/atlas-workspace/atlas/projections"
+)
+
+type spaceDTO struct {
+	ID          uuid.UUID  `json:"id"`
+	Name        string     `json:"name"`
+	Slug        string     `json:"slug"`
+	Visibility  string     `json:"visibility"`
+	OwnerUserID *uuid.UUID `json:"owner_user_id"`
+	OrgID       *uuid.UUID `json:"org_id"`
+	Personal    bool       `json:"personal"`
+	Version     int64      `json:"version"`
+	CreatedAt   time.Time  `json:"created_at"`
+	UpdatedAt   time.Time  `json:"updated_at"`
+	Position    string     `json:"position,omitempty"`
+}
+
+func spaceFromView(v projections.SpaceView) spaceDTO {
+	return spaceDTO{ID: v.ID, Name: v.Name, Slug: v.Slug, Visibility: v.Visibility, OwnerUserID: v.OwnerUserID,
+		OrgID: v.OrgID, Personal: v.Personal, Version: v.Version, CreatedAt: v.CreatedAt.UTC(), UpdatedAt: v.UpdatedAt.UTC()}
+}
+
+func spaceFromState(s space.State) spaceDTO {
+	return spaceDTO{ID: s.ID, Name: s.Name, Slug: s.Slug, Visibility: s.Visibility, OwnerUserID: s.OwnerUserID,
+		OrgID: s.OrgID, Personal: s.Personal, Version: s.Version, CreatedAt: s.CreatedAt.UTC(), UpdatedAt: s.UpdatedAt.UTC()}
+}
+
+func (s *Server) spaceCommandResponse(c echo.Context, status int, r commands.SpaceResult) error {
+	dto := spaceFromState(r.Space)
+	dto.Position = withPosition(c, r.Position)
+	setETag(c, r.Space.Version)
+	return c.JSON(status, dto)
+}
+
+func (s *Server) createSpace(c echo.Context) error {
+	var in struct {
+		Name       string     `json:"name"`
+		Slug       string     `json:"slug"`
+		Visibility string     `json:"visibility"`
+		OrgID      *uuid.UUID `json:"org_id"`
+	}
+	body, err := readJSON(c, &in)
+	if err != nil {
+		return err
+	}
+	if in.OrgID != nil {
+		// Organizations arrive with their own issue; until then no organization exists to own a space.
+		return domain.Errorf(domain.CodeNotFound, "organization %s not found", in.OrgID)
+	}
+	if in.Visibility == "" {
+		in.Visibility = space.Private
+	}
+	cc, err := commandContext(c, body)
+	if err != nil {
+		return err
+	}
+	r, err := s.deps.Commands.CreateSpace(c.Request().Context(), cc, in.Name, in.Slug, in.Visibility)
+	if err != nil {
+		return err
+	}
+	return s.spaceCommandResponse(c, http.StatusCreated, r)
+}
+
+func (s *Server) updateSpace(c echo.Context) error {
+	id, err := pathUUID(c, "space_id")
+	if err != nil {
+		return err
+	}
+	var in struct {
+		Name       *string `json:"name"`
+		Slug       *string `json:"slug"`
+		Visibility *string `json:"visibility"`
+	}
+	body, err := readJSON(c, &in)
+	if err != nil {
+		return err
+	}
+	expected, err := ifMatch(c)
+	if err != nil {
+		return err
+	}
+	cc, err := commandContext(c, body)
+	if err != nil {
+		return err
+	}
+	r, err := s.deps.Commands.UpdateSpace(c.Request().Context(), cc, id,
+		space.Update{ExpectedVersion: expected, Name: in.Name, Slug: in.Slug, Visibility: in.Visibility})
+	if err != nil {
+		return err
+	}
+	return s.spaceCommandResponse(c, http.StatusOK, r)
+}
+
+func (s *Server) deleteSpace(c echo.Context) error {
+	id, err := pathUUID(c, "space_id")
+	if err != nil {
+		return err
+	}
+	expected, err := ifMatch(c)
+	if err != nil {
+		return err
+	}
+	cc, err := commandContext(c, nil)
+	if err != nil {
+		return err
+	}
+	r, err := s.deps.Commands.DeleteSpace(c.Request().Context(), cc, id, expected)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, map[string]any{"id": id, "position": withPosition(c, r.Position)})
+}
+
+func (s *Server) getSpace(c echo.Context) error {
+	id, err := pathUUID(c, "space_id")
+	if err != nil {
+		return err
+	}
+	if asOf := c.QueryParam("as_of"); asOf != "" {
+		return s.spaceAsOf(c, id, asOf)
+	}
+	if err := s.consistent(c, projections.SpacesProjector); err != nil {
+		return err
+	}
+	v, err := s.deps.Queries.Space(c.Request().Context(), userID(c), id)
+	if err != nil {
+		return err
+	}
+	setETag(c, v.Version)
+	return c.JSON(http.StatusOK, spaceFromView(v))
+}
+
+// spaceAsOf rebuilds a space from its events up to a time. The caller must be able to read the space
+// now; a space that did not exist yet at that time is not found.
+func (s *Server) spaceAsOf(c echo.Context, id uuid.UUID, asOf string) error {
+	at, err := time.Parse(time.RFC3339Nano, asOf)
+	if err != nil {
+		v := domain.Validation{}
+		v.Add("as_of", "must be an RFC 3339 time such as 2026-01-02T15:04:05Z")
+		return v.Err()
+	}
+	ctx := c.Request().Context()
+	now, err := s.deps.Commands.Space(ctx, id, 0)
+	if err != nil {
+		return err
+	}
+	if !now.CanRead(userID(c)) {
+		return domain.Errorf(domain.CodeNotFound, "space not found")
+	}
+	recs, err := s.deps.Log.ReadStream(ctx, id, 0)
+	if err != nil {
+		return err
+	}
+	var st space.State
+	for _, r := range recs {
+		if r.RecordedAt.After(at) {
+			break
+		}
+		st = space.Evolve(st, r.Event)
+	}
+	if !st.Exists() {
+		return domain.Errorf(domain.CodeNotFound, "space did not exist at %s", at.UTC().Format(time.RFC3339))
+	}
+	setETag(c, st.Version)
+	return c.JSON(http.StatusOK, spaceFromState(st))
+}
+
+type pageDTO[T any] struct {
+	Items      []T     `json:"items"`
+	NextCursor *string `json:"next_cursor"`
+}
+
+func (s *Server) listSpaces(c echo.Context) error {
+	limit, err := pageLimit(c)
+	if err != nil {
+		return err
+	}
+	if org := c.QueryParam("org_id"); org != "" {
+		if _, err := uuid.Parse(org); err != nil {
+			return domain.Errorf(domain.CodeBadRequest, "org_id %q is not a UUID", org)
+		}
+		// No organization exists before the organizations issue lands, so the caller reads none.
+		return c.JSON(http.StatusOK, pageDTO[spaceDTO]{Items: []spaceDTO{}})
+	}
+	if err := s.consistent(c, projections.SpacesProjector); err != nil {
+		return err
+	}
+	page, err := s.deps.Queries.SpacesOf(c.Request().Context(), userID(c), c.QueryParam("cursor"), limit)
+	if err != nil {
+		return err
+	}
+	out := pageDTO[spaceDTO]{Items: make([]spaceDTO, len(page.Items)), NextCursor: page.NextCursor}
+	for i, v := range page.Items {
+		out.Items[i] = spaceFromView(v)
+	}
+	return c.JSON(http.StatusOK, out)
+}
+
+type historyDTO struct {
+	Position      string          `json:"position"`
+	StreamVersion int64           `json:"stream_version"`
+	Type          string          `json:"type"`
+	Data          json.RawMessage `json:"data"`
+	ActorID       *uuid.UUID      `json:"actor_id"`
+	OccurredAt    time.Time       `json:"occurred_at"`
+	CorrelationID string          `json:"correlation_id"`
+	CausationID   string          `json:"causation_id"`
+}
+
+// spaceHistory lists the events of a space's stream, oldest first, for whoever may read the space.
+func (s *Server) spaceHistory(c echo.Context) error {
+	id, err := pathUUID(c, "space_id")
+	if err != nil {
+		return err
+	}
+	limit, err := pageLimit(c)
+	if err != nil {
+		return err
+	}
+	var after int64
+	if cur := c.QueryParam("cursor"); cur != "" {
+		if after, err = strconv.ParseInt(cur, 10, 64); err != nil || after < 0 {
+			return domain.Errorf(domain.CodeBadRequest, "cursor %q is not valid", cur)
+		}
+	}
+	ctx := c.Request().Context()
+	st, err := s.deps.Commands.Space(ctx, id, 0)
+	if err != nil {
+		return err
+	}
+	if !st.CanRead(userID(c)) {
+		return domain.Errorf(domain.CodeNotFound, "space not found")
+	}
+	recs, err := s.deps.Log.ReadStream(ctx, id, 0)
+	if err != nil {
+		return err
+	}
+	out := pageDTO[historyDTO]{Items: []historyDTO{}}
+	for _, r := range recs {
+		if r.StreamVersion <= after {
+			continue
+		}
+		if len(out.Items) == limit {
+			cur := strconv.FormatInt(out.Items[limit-1].StreamVersion, 10)
+			out.NextCursor = &cur
+			break
+		}
+		data, err := json.Marshal(r.Event)
+		if err != nil {
+			return err
+		}
+		out.Items = append(out.Items, historyDTO{Position: r.Position.String(), StreamVersion: r.StreamVersion,
+			Type: r.Name, Data: data, ActorID: r.Metadata.ActorID, OccurredAt: r.RecordedAt.UTC(),
+			CorrelationID: r.Metadata.CorrelationID, CausationID: r.Metadata.CausationID})
+	}
+	return c.JSON(http.StatusOK, out)
+}
