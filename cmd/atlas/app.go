@@ -1,0 +1,181 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"gocloud.dev/blob"
+	_ "gocloud.dev/blob/fileblob" // file:// buckets
+	_ "gocloud.dev/blob/memblob"  // mem:// buckets
+
+	"github.com/atlas-workspace/atlas/commands"
+	"github.com/atlas-workspace/atlas/eventstore"
+	"github.com/atlas-workspace/atlas/httpapi"
+	"github.com/atlas-workspace/atlas/migrations"
+	"github.com/atlas-workspace/atlas/projections"
+)
+
+// App is Atlas wired together: the composition root that `atlas serve` runs and end-to-end tests
+// start on port 0 with a temporary database.
+type App struct {
+	Config   Config
+	Log      *slog.Logger
+	Pool     *pgxpool.Pool
+	Bucket   *blob.Bucket
+	Signal   *eventstore.Signal
+	Store    *eventstore.Store
+	Keys     *eventstore.SubjectKeys
+	Runtime  *projections.Runtime
+	Commands *commands.Handlers
+	API      *httpapi.Server
+	Registry *prometheus.Registry
+
+	hasher commands.PasswordHasher
+}
+
+// Open prepares the database (created if missing, migrated) and wires every component. It starts
+// nothing; Serve does.
+func Open(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
+	if err := migrations.EnsureDatabase(ctx, cfg.DatabaseURL); err != nil {
+		return nil, err
+	}
+	if _, err := migrations.Up(ctx, cfg.DatabaseURL, log); err != nil {
+		return nil, err
+	}
+	pcfg, err := pgxpool.ParseConfig(cfg.DatabaseURL)
+	if err != nil {
+		return nil, fmt.Errorf("DATABASE_URL: %w", err)
+	}
+	if pcfg.MaxConns < 20 {
+		pcfg.MaxConns = 20
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
+	if err != nil {
+		return nil, fmt.Errorf("connect to PostgreSQL: %w", err)
+	}
+	a := &App{Config: cfg, Log: log, Pool: pool, Signal: eventstore.NewSignal(), Registry: prometheus.NewRegistry()}
+	if a.hasher == nil {
+		a.hasher = commands.DefaultArgon2id
+	}
+	a.Bucket, err = blob.OpenBucket(ctx, cfg.BlobURL)
+	if err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("open blob bucket %s: %w", redact(cfg.BlobURL), err)
+	}
+	m := newStoreMetrics(a.Registry)
+	registry := eventstore.NewRegistry()
+	commands.RegisterEvents(registry)
+	a.Keys = eventstore.NewSubjectKeys(pool, cfg.KeyCacheTTL)
+	a.Store = eventstore.New(pool, registry, a.Keys, eventstore.Options{Signal: a.Signal, OnAppend: m.appended})
+	a.Runtime = projections.NewRuntime(pool, a.Store, a.Signal, log, projections.Options{
+		BatchSize: cfg.ProjectorBatch, Fallback: cfg.ProjectorPoll,
+	}, projections.Users(), projections.Spaces())
+	a.Commands = commands.New(commands.Config{Store: a.Store, Sessions: commands.Sessions{Pool: pool}, Hasher: a.hasher, SessionTTL: cfg.SessionTTL})
+	a.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		newProjectorCollector(a.Runtime))
+	a.API = httpapi.New(httpapi.Deps{
+		Commands: a.Commands, Queries: projections.NewQueries(pool), Consistency: a.Runtime, Log: a.Store,
+		Logger: log, Metrics: a.Registry, Registerer: a.Registry, ConsistencyWait: cfg.ConsistencyWait,
+		Health: map[string]httpapi.Check{
+			"db":   func(ctx context.Context) error { return pool.Ping(ctx) },
+			"blob": a.checkBlob,
+		},
+	})
+	return a, nil
+}
+
+// Close releases the app's connections.
+func (a *App) Close() {
+	if a.Bucket != nil {
+		_ = a.Bucket.Close()
+	}
+	a.Pool.Close()
+}
+
+// checkBlob really writes, reads back and deletes an object in the bucket.
+func (a *App) checkBlob(ctx context.Context) error {
+	key := ".health/" + uuid.NewString()
+	want := []byte("atlas health " + key)
+	if err := a.Bucket.WriteAll(ctx, key, want, nil); err != nil {
+		return fmt.Errorf("write: %w", err)
+	}
+	got, err := a.Bucket.ReadAll(ctx, key)
+	delErr := a.Bucket.Delete(ctx, key)
+	if err != nil {
+		return fmt.Errorf("read: %w", err)
+	}
+	if string(got) != string(want) {
+		return errors.New("read back different bytes")
+	}
+	if delErr != nil {
+		return fmt.Errorf("delete: %w", delErr)
+	}
+	return nil
+}
+
+// Serve runs the HTTP API on ln and every projector until ctx ends, then shuts down in order: stop
+// accepting and finish in-flight requests (projectors still run, so requests waiting on a consistency
+// token complete), then let each projector finish its batch.
+func (a *App) Serve(ctx context.Context, ln net.Listener) error {
+	bg, stopBG := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopBG()
+	var wg sync.WaitGroup
+	run := func(f func(context.Context)) {
+		wg.Add(1)
+		go func() { defer wg.Done(); f(bg) }()
+	}
+	run(func(ctx context.Context) {
+		if err := a.Runtime.Run(ctx); err != nil {
+			a.Log.Error("projectors", "error", err)
+		}
+	})
+	run(a.Runtime.WatchRebuilds)
+	run(eventstore.NewAnnouncer(a.Pool, a.Signal, a.Config.NotifyInterval, a.Log).Run)
+	run(func(ctx context.Context) { eventstore.Listen(ctx, a.Pool, a.Signal, a.Log) })
+
+	srv := &http.Server{Handler: a.API.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	a.Log.Info("serving", "addr", ln.Addr().String())
+
+	var serveErr error
+	select {
+	case <-ctx.Done():
+	case serveErr = <-errc:
+	}
+	a.Log.Info("shutting down: finishing in-flight requests")
+	sctx, cancel := context.WithTimeout(context.Background(), a.Config.ShutdownTimeout)
+	if err := srv.Shutdown(sctx); err != nil {
+		a.Log.Warn("in-flight requests cut off", "error", err)
+		_ = srv.Close()
+	}
+	cancel()
+	a.Log.Info("shutting down: finishing projector batches")
+	stopBG()
+	wg.Wait()
+	a.Log.Info("stopped")
+	if errors.Is(serveErr, http.ErrServerClosed) {
+		serveErr = nil
+	}
+	return serveErr
+}
+
+// redact hides credentials in a URL for logs and errors.
+func redact(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparseable URL)"
+	}
+	return u.Redacted()
+}

@@ -1,0 +1,135 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Config is everything Atlas reads from its environment. Only this package reads the environment;
+// docs/configuration.md documents each variable.
+type Config struct {
+	DatabaseURL     string        // DATABASE_URL
+	Addr            string        // ATLAS_ADDR
+	DataDir         string        // ATLAS_DATA_DIR
+	BlobURL         string        // BLOB_URL
+	LogLevel        slog.Level    // ATLAS_LOG_LEVEL
+	SessionTTL      time.Duration // ATLAS_SESSION_TTL
+	ProjectorBatch  int           // ATLAS_PROJECTOR_BATCH
+	ProjectorPoll   time.Duration // ATLAS_PROJECTOR_POLL
+	ShutdownTimeout time.Duration // ATLAS_SHUTDOWN_TIMEOUT
+	KeyCacheTTL     time.Duration // ATLAS_KEY_CACHE_TTL
+	NotifyInterval  time.Duration // ATLAS_NOTIFY_INTERVAL
+	ConsistencyWait time.Duration // ATLAS_CONSISTENCY_WAIT
+
+	// Reserved for the capabilities that use them (search, cache, embeddings, assistant); read now so
+	// that `atlas config` shows the whole contract.
+	WeaviateURL, RedisURL, EmbeddingsURL, EmbeddingsModel, LLMURL, LLMModel string
+}
+
+// envVar documents one configuration variable.
+type envVar struct {
+	Name, Default, Help string
+}
+
+// envVars is the configuration contract, printed by `atlas config` and kept in docs/configuration.md.
+var envVars = []envVar{
+	{"DATABASE_URL", "postgres://postgres@127.0.0.1:5432/atlas?sslmode=disable", "PostgreSQL connection URL; the database is created if missing."},
+	{"ATLAS_ADDR", ":8080", "HTTP listen address."},
+	{"ATLAS_DATA_DIR", "./data", "Local data directory (default blob bucket lives under it)."},
+	{"BLOB_URL", "file://$ATLAS_DATA_DIR/blobs", "Blob bucket URL (gocloud.dev/blob): file://, s3://, mem://."},
+	{"ATLAS_LOG_LEVEL", "info", "debug, info, warn or error. Logs are JSON on stdout."},
+	{"ATLAS_SESSION_TTL", "720h", "Lifetime of a session token."},
+	{"ATLAS_PROJECTOR_BATCH", "100", "Events per projector transaction."},
+	{"ATLAS_PROJECTOR_POLL", "1s", "Fallback poll of an idle projector when no wake-up signal arrives."},
+	{"ATLAS_SHUTDOWN_TIMEOUT", "25s", "How long SIGTERM waits for in-flight requests before closing them."},
+	{"ATLAS_KEY_CACHE_TTL", "1m", "How long a person's data key stays cached (bounds how long an erasure takes to reach every process)."},
+	{"ATLAS_NOTIFY_INTERVAL", "5ms", "Minimum gap between the coalesced NOTIFYs that wake other processes' projectors."},
+	{"ATLAS_CONSISTENCY_WAIT", "5s", "How long a query given a consistency token waits for the read models before 503 not_ready."},
+	{"WEAVIATE_URL", "", "Weaviate endpoint (search; unset: a local one is started once search lands)."},
+	{"REDIS_URL", "", "Redis for cache and rate limits (unset: in-process)."},
+	{"EMBEDDINGS_URL", "", "OpenAI-compatible embeddings endpoint (unset: the offline embedder)."},
+	{"EMBEDDINGS_MODEL", "", "Embeddings model name."},
+	{"EMBEDDINGS_API_KEY", "", "Embeddings API key."},
+	{"LLM_URL", "", "OpenAI-compatible chat-completions endpoint (unset: no assistant)."},
+	{"LLM_MODEL", "", "Chat model name."},
+	{"LLM_API_KEY", "", "Chat API key."},
+}
+
+// LoadConfig reads the environment through getenv (os.Getenv in production).
+func LoadConfig(getenv func(string) string) (Config, error) {
+	get := func(name string) string {
+		if v := strings.TrimSpace(getenv(name)); v != "" {
+			return v
+		}
+		for _, e := range envVars {
+			if e.Name == name {
+				return e.Default
+			}
+		}
+		return ""
+	}
+	var errs []string
+	dur := func(name string) time.Duration {
+		d, err := time.ParseDuration(get(name))
+		if err != nil || d <= 0 {
+			errs = append(errs, fmt.Sprintf("%s=%q is not a positive duration", name, get(name)))
+		}
+		return d
+	}
+	c := Config{
+		DatabaseURL:     get("DATABASE_URL"),
+		Addr:            get("ATLAS_ADDR"),
+		DataDir:         get("ATLAS_DATA_DIR"),
+		SessionTTL:      dur("ATLAS_SESSION_TTL"),
+		ProjectorPoll:   dur("ATLAS_PROJECTOR_POLL"),
+		ShutdownTimeout: dur("ATLAS_SHUTDOWN_TIMEOUT"),
+		KeyCacheTTL:     dur("ATLAS_KEY_CACHE_TTL"),
+		NotifyInterval:  dur("ATLAS_NOTIFY_INTERVAL"),
+		ConsistencyWait: dur("ATLAS_CONSISTENCY_WAIT"),
+		WeaviateURL:     get("WEAVIATE_URL"),
+		RedisURL:        get("REDIS_URL"),
+		EmbeddingsURL:   get("EMBEDDINGS_URL"),
+		EmbeddingsModel: get("EMBEDDINGS_MODEL"),
+		LLMURL:          get("LLM_URL"),
+		LLMModel:        get("LLM_MODEL"),
+	}
+	n, err := strconv.Atoi(get("ATLAS_PROJECTOR_BATCH"))
+	if err != nil || n < 1 || n > 10000 {
+		errs = append(errs, fmt.Sprintf("ATLAS_PROJECTOR_BATCH=%q must be 1..10000", get("ATLAS_PROJECTOR_BATCH")))
+	}
+	c.ProjectorBatch = n
+	if err := c.LogLevel.UnmarshalText([]byte(get("ATLAS_LOG_LEVEL"))); err != nil {
+		errs = append(errs, fmt.Sprintf("ATLAS_LOG_LEVEL=%q must be debug, info, warn or error", get("ATLAS_LOG_LEVEL")))
+	}
+	if u, err := url.Parse(c.DatabaseURL); err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
+		errs = append(errs, "DATABASE_URL must be a postgres:// URL")
+	}
+	if abs, err := filepath.Abs(c.DataDir); err == nil {
+		c.DataDir = abs
+	}
+	c.BlobURL = getenv("BLOB_URL")
+	if c.BlobURL == "" {
+		c.BlobURL = "file://" + filepath.ToSlash(filepath.Join(c.DataDir, "blobs")) + "?create_dir=true&no_tmp_dir=true"
+	}
+	if len(errs) > 0 {
+		return c, fmt.Errorf("configuration: %s", strings.Join(errs, "; "))
+	}
+	return c, nil
+}
+
+func printConfig(c Config) {
+	for _, e := range envVars {
+		def := e.Default
+		if def == "" {
+			def = "(unset)"
+		}
+		fmt.Fprintf(os.Stdout, "%-22s default %-58s %s\n", e.Name, def, e.Help)
+	}
+	_ = c
+}

@@ -1,0 +1,212 @@
+// Command atlas is the one Atlas binary: `atlas serve` runs the API and the projectors, `atlas migrate`
+// applies the schema, `atlas projections status|rebuild` administers read models.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+
+	"github.com/atlas-workspace/atlas/migrations"
+)
+
+const usage = `usage: atlas <command> [arguments]
+
+commands:
+  serve                        run the HTTP API and every projector (migrates first)
+  migrate                      apply the database migrations and exit
+  projections status           print each projector's status, checkpoint and lag
+  projections rebuild NAME     rebuild a projector's read model from the start of the log
+                               (resumes an interrupted rebuild; --restart starts over)
+  config                       print the configuration variables and their defaults
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
+}
+
+func run(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	cfg, err := LoadConfig(getenv)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 2
+	}
+	log := slog.New(slog.NewJSONHandler(stdout, &slog.HandlerOptions{Level: cfg.LogLevel}))
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+
+	switch args[0] {
+	case "serve":
+		err = serve(ctx, cfg, log)
+	case "migrate":
+		if err = migrations.EnsureDatabase(ctx, cfg.DatabaseURL); err == nil {
+			_, err = migrations.Up(ctx, cfg.DatabaseURL, log)
+		}
+	case "projections":
+		err = projectionsCmd(ctx, cfg, args[1:], stdout, stderr)
+	case "config":
+		printConfig(cfg)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+	default:
+		fmt.Fprintf(stderr, "atlas: unknown command %q\n\n%s", args[0], usage)
+		return 2
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "atlas:", err)
+		var ue usageError
+		if errors.As(err, &ue) {
+			return 2
+		}
+		return 1
+	}
+	return 0
+}
+
+type usageError string
+
+func (e usageError) Error() string { return string(e) }
+
+func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
+	app, err := Open(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer app.Close()
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return err
+	}
+	return app.Serve(ctx, ln)
+}
+
+func projectionsCmd(ctx context.Context, cfg Config, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		return usageError("projections: status or rebuild NAME")
+	}
+	quiet := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	app, err := Open(ctx, cfg, quiet)
+	if err != nil {
+		return err
+	}
+	defer app.Close()
+	switch args[0] {
+	case "status":
+		sts, err := app.Runtime.Statuses(ctx)
+		if err != nil {
+			return err
+		}
+		w := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(w, "NAME\tVERSION\tSTATUS\tCHECKPOINT\tLAG_EVENTS\tLAG_SECONDS\tLAST_ERROR")
+		for _, s := range sts {
+			lastErr := ""
+			if s.LastError != nil {
+				lastErr = *s.LastError
+			}
+			fmt.Fprintf(w, "%s\t%d\t%s\t%s\t%d\t%.3f\t%s\n", s.Name, s.Version, s.Status, s.Position, s.LagEvents, s.LagSeconds, lastErr)
+		}
+		return w.Flush()
+	case "rebuild":
+		fs := flag.NewFlagSet("rebuild", flag.ContinueOnError)
+		fs.SetOutput(stderr)
+		restart := fs.Bool("restart", false, "start over even if a rebuild is in progress")
+		quietBar := fs.Bool("quiet", false, "no progress bar")
+		if err := fs.Parse(args[1:]); err != nil {
+			return usageError(err.Error())
+		}
+		if fs.NArg() != 1 {
+			return usageError("projections rebuild: exactly one projector NAME")
+		}
+		return rebuild(ctx, app, fs.Arg(0), *restart, *quietBar, stderr, stdout)
+	default:
+		return usageError(fmt.Sprintf("projections: unknown subcommand %q", args[0]))
+	}
+}
+
+// rebuild empties a projector's tables and replays the log into them, with a progress bar (events by
+// global position, rate, ETA). An interrupted rebuild is resumed: the checkpoint and the rows written
+// so far committed together.
+func rebuild(ctx context.Context, app *App, name string, restart, quiet bool, barOut, out io.Writer) error {
+	rt := app.Runtime
+	if rt.Projector(name) == nil {
+		return usageError(fmt.Sprintf("unknown projector %q (known: %v)", name, rt.Names()))
+	}
+	_, st, err := rt.FinishRebuildIfCaughtUp(ctx, name)
+	if err != nil {
+		return err
+	}
+	target := st.RebuildTarget
+	if st.Status != "rebuilding" || restart {
+		if target, err = rt.StartRebuild(ctx, name); err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "rebuilding %s from the start of the log up to position %s\n", name, target)
+	} else {
+		fmt.Fprintf(out, "resuming the rebuild of %s at %s, up to %s\n", name, st.Position, target)
+	}
+	start := time.Now()
+	runCtx, stopRun := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = rt.RunOnly(runCtx, name)
+	}()
+	defer func() { stopRun(); <-done }()
+
+	max := target.GlobalPosition
+	if max < 1 {
+		max = 1
+	}
+	bar := progressbar.NewOptions64(max, progressbar.OptionSetWriter(barOut), progressbar.OptionSetDescription(name),
+		progressbar.OptionShowCount(), progressbar.OptionShowIts(), progressbar.OptionSetItsString("events"),
+		progressbar.OptionSetPredictTime(true), progressbar.OptionThrottle(200*time.Millisecond),
+		progressbar.OptionSetVisibility(!quiet), progressbar.OptionFullWidth())
+	for {
+		live, s, err := rt.FinishRebuildIfCaughtUp(ctx, name)
+		if err != nil {
+			return err
+		}
+		_ = bar.Set64(min(s.Position.GlobalPosition, max))
+		if live {
+			_ = bar.Finish()
+			el := time.Since(start)
+			fmt.Fprintf(out, "\nrebuilt %s: up to position %s in %s (%.0f events/s by position)\n", name, s.Position,
+				el.Round(time.Millisecond), float64(s.Position.GlobalPosition)/el.Seconds())
+			return nil
+		}
+		if s.Status == "failed" {
+			msg := ""
+			if s.LastError != nil {
+				msg = *s.LastError
+			}
+			return fmt.Errorf("rebuild of %s failed at event %v: %s", name, deref(s.FailedPosition), msg)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("rebuild of %s interrupted at %s; run it again to resume", name, s.Position)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func deref(p *int64) any {
+	if p == nil {
+		return "?"
+	}
+	return *p
+}

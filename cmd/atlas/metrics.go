@@ -1,0 +1,89 @@
+package main
+
+import (
+	"context"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/atlas-workspace/atlas/domain"
+	"github.com/atlas-workspace/atlas/projections"
+)
+
+type storeMetrics struct {
+	events   prometheus.Counter
+	appends  *prometheus.CounterVec
+	duration prometheus.Histogram
+}
+
+func newStoreMetrics(r prometheus.Registerer) *storeMetrics {
+	m := &storeMetrics{
+		events: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "atlas_events_appended_total", Help: "Events committed to the event log by this process."}),
+		appends: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "atlas_appends_total", Help: "Append statements by outcome (ok or the error code, e.g. version_conflict)."},
+			[]string{"outcome"}),
+		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "atlas_append_duration_seconds", Help: "Latency of one append statement (one round trip).",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1}}),
+	}
+	r.MustRegister(m.events, m.appends, m.duration)
+	return m
+}
+
+func (m *storeMetrics) appended(n int, d time.Duration, err error) {
+	m.duration.Observe(d.Seconds())
+	if err != nil {
+		m.appends.WithLabelValues(string(domain.ErrorCode(err))).Inc()
+		return
+	}
+	m.appends.WithLabelValues("ok").Inc()
+	m.events.Add(float64(n))
+}
+
+// projectorCollector reports each projector's lag and status when scraped.
+type projectorCollector struct {
+	rt                          *projections.Runtime
+	lagEvents, lagSeconds, live *prometheus.Desc
+	position                    *prometheus.Desc
+}
+
+func newProjectorCollector(rt *projections.Runtime) *projectorCollector {
+	l := []string{"projector"}
+	return &projectorCollector{
+		rt:         rt,
+		lagEvents:  prometheus.NewDesc("atlas_projector_lag_events", "Events readable in the log that the projector has not applied yet.", l, nil),
+		lagSeconds: prometheus.NewDesc("atlas_projector_lag_seconds", "Age of the oldest event the projector has not applied yet (0 when caught up).", l, nil),
+		live:       prometheus.NewDesc("atlas_projector_status", "1 for the projector's current status (live, rebuilding, failed).", []string{"projector", "status"}, nil),
+		position:   prometheus.NewDesc("atlas_projector_position", "Global position of the projector's checkpoint.", l, nil),
+	}
+}
+
+func (c *projectorCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.lagEvents
+	ch <- c.lagSeconds
+	ch <- c.live
+	ch <- c.position
+}
+
+func (c *projectorCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	sts, err := c.rt.Statuses(ctx)
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(c.lagEvents, err)
+		return
+	}
+	for _, s := range sts {
+		ch <- prometheus.MustNewConstMetric(c.lagEvents, prometheus.GaugeValue, float64(s.LagEvents), s.Name)
+		ch <- prometheus.MustNewConstMetric(c.lagSeconds, prometheus.GaugeValue, s.LagSeconds, s.Name)
+		ch <- prometheus.MustNewConstMetric(c.position, prometheus.GaugeValue, float64(s.Position.GlobalPosition), s.Name)
+		for _, st := range []string{"live", "rebuilding", "failed"} {
+			v := 0.0
+			if s.Status == st {
+				v = 1
+			}
+			ch <- prometheus.MustNewConstMetric(c.live, prometheus.GaugeValue, v, s.Name, st)
+		}
+	}
+}
