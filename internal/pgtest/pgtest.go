@@ -25,8 +25,16 @@ func BaseURL() string {
 }
 
 // NewURL creates a fresh migrated database and returns its URL; it is dropped when the test ends.
+// Benchmarks run by scripts/bench.sh set ATLAS_BENCH_DATABASE_URL instead, so that they share one
+// database with the pgbench baseline; that database is migrated and kept.
 func NewURL(t testing.TB) string {
 	t.Helper()
+	if u := os.Getenv("ATLAS_BENCH_DATABASE_URL"); u != "" {
+		if _, err := migrations.Up(context.Background(), u, nil); err != nil {
+			t.Fatalf("migrate bench database: %v", err)
+		}
+		return u
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	b := make([]byte, 6)
