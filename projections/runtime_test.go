@@ -332,3 +332,31 @@ func TestIdleProjectorWakesOnAppend(t *testing.T) {
 		}
 	}
 }
+
+// A projector in another process (its own Signal) wakes on the coalesced NOTIFY of the appending
+// process, not at its fallback poll.
+func TestProjectorInAnotherProcessWakesOnNotify(t *testing.T) {
+	e := newEnv(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	// The appending process: e.store signals e.signal; its announcer turns that into NOTIFYs.
+	go eventstore.NewAnnouncer(e.pool, e.signal, 5*time.Millisecond, quietLog()).Run(ctx)
+	// The consuming process: its own signal, fed only by LISTEN.
+	remote := eventstore.NewSignal()
+	go eventstore.Listen(ctx, e.pool, remote, quietLog())
+	rt := projections.NewRuntime(e.pool, e.store, remote, quietLog(), projections.Options{Fallback: 10 * time.Second}, counter(nil))
+	done := make(chan struct{})
+	go func() { defer close(done); _ = rt.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	e.appendCounts(t, 1, 1)
+	for i := 1; i <= 10; i++ {
+		pos := e.appendCounts(t, i+1, i+1)
+		wctx, wcancel := context.WithTimeout(ctx, 2*time.Second)
+		err := rt.WaitFor(wctx, pos, "counter")
+		wcancel()
+		if err != nil {
+			t.Fatalf("event %d not applied within 2 s by the other process (fallback poll 10 s): %v", i+1, err)
+		}
+	}
+}
