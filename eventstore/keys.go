@@ -51,9 +51,6 @@ func (k *SubjectKeys) Seal(subject uuid.UUID, plaintext string) (string, error) 
 	if err != nil {
 		return "", err
 	}
-	if aead == nil {
-		return "", domain.Errorf(domain.CodeConflict, "subject %s has been erased", subject)
-	}
 	nonce := make([]byte, aead.NonceSize())
 	if _, err := rand.Read(nonce); err != nil {
 		return "", err
@@ -88,6 +85,21 @@ func (k *SubjectKeys) Open(subject uuid.UUID, sealed string) (string, error) {
 	return string(plain), nil
 }
 
+var errErased = errors.New("erased")
+
+// Erase destroys subject's key (crypto-shredding): their sealed data reads as domain.ErasedValue from
+// then on, here at once and in other processes once their cache entry expires. Idempotent.
+func (k *SubjectKeys) Erase(ctx context.Context, subject uuid.UUID) error {
+	_, err := k.pool.Exec(ctx, `
+		INSERT INTO subject_keys (subject_id, key, erased_at) VALUES ($1, NULL, now())
+		ON CONFLICT (subject_id) DO UPDATE SET key = NULL, erased_at = coalesce(subject_keys.erased_at, now())`, subject)
+	if err != nil {
+		return fmt.Errorf("erase key of %s: %w", subject, err)
+	}
+	k.Forget(subject)
+	return nil
+}
+
 // Forget drops subject's key from this process's cache (after erasure).
 func (k *SubjectKeys) Forget(subject uuid.UUID) {
 	k.mu.Lock()
@@ -117,12 +129,17 @@ func (k *SubjectKeys) key(subject uuid.UUID, create bool) (cipher.AEAD, error) {
 				ON CONFLICT (subject_id) DO NOTHING RETURNING key)
 			SELECT key FROM ins UNION ALL SELECT key FROM subject_keys WHERE subject_id = $1
 			LIMIT 1`, subject, fresh).Scan(&raw)
+		if err == nil && raw == nil {
+			err = errErased
+		}
 	} else {
 		err = k.pool.QueryRow(ctx, `SELECT key FROM subject_keys WHERE subject_id = $1`, subject).Scan(&raw)
 	}
 	var aead cipher.AEAD
 	switch {
-	case errors.Is(err, pgx.ErrNoRows):
+	case errors.Is(err, errErased):
+		return nil, domain.Errorf(domain.CodeConflict, "subject %s has been erased", subject)
+	case errors.Is(err, pgx.ErrNoRows) || (err == nil && raw == nil):
 	case err != nil:
 		return nil, fmt.Errorf("load key of %s: %w", subject, err)
 	default:

@@ -30,9 +30,11 @@ var (
 	ErrIdempotencyKeyUsed = &domain.Error{Code: domain.CodeConflict, Message: "the idempotency key was already used"}
 )
 
-// Metadata travels with every event: who did it, for which tenant, and why.
+// Metadata travels with every event: who did it, for which tenant, and why. TenantID is filled in
+// per event from its stream's tenant.
 type Metadata struct {
 	ActorID       *uuid.UUID `json:"actor_id,omitempty"`
+	TenantID      *uuid.UUID `json:"tenant_id,omitempty"`
 	CorrelationID string     `json:"correlation_id,omitempty"`
 	CausationID   string     `json:"causation_id,omitempty"`
 	CommandID     string     `json:"command_id,omitempty"`
@@ -140,7 +142,9 @@ const appendSQL = `
 WITH ev AS (
 	INSERT INTO events (stream_type, stream_id, stream_version, event_id, event_type, schema_version,
 	                    data, metadata, tenant_id, recorded_at)
-	SELECT st, sid, sv, eid, et, esv, d, $9::jsonb, tid, $10::timestamptz
+	SELECT st, sid, sv, eid, et, esv, d,
+	       CASE WHEN tid IS NULL THEN $9::jsonb ELSE $9::jsonb || jsonb_build_object('tenant_id', tid) END,
+	       tid, $10::timestamptz
 	FROM unnest($1::text[], $2::uuid[], $3::bigint[], $4::uuid[], $5::text[], $6::int[], $7::jsonb[], $8::uuid[])
 	     WITH ORDINALITY AS u(st, sid, sv, eid, et, esv, d, tid, ord)
 	ORDER BY ord

@@ -93,7 +93,7 @@ func TestAppendAndReadStream(t *testing.T) {
 		if r.StreamVersion != int64(i+1) || r.Event.(Counted).N != i+1 || r.Name != "test.counted.v1" {
 			t.Errorf("event %d = v%d %v %s", i, r.StreamVersion, r.Event, r.Name)
 		}
-		if r.TenantID == nil || *r.TenantID != tenant || *r.Metadata.ActorID != actor || r.Metadata.CorrelationID != "corr" ||
+		if r.TenantID == nil || *r.TenantID != tenant || r.Metadata.TenantID == nil || *r.Metadata.TenantID != tenant || *r.Metadata.ActorID != actor || r.Metadata.CorrelationID != "corr" ||
 			r.Metadata.CausationID != "cause" || r.Metadata.CommandID != "cmd" || r.Metadata.RequestID != "req" {
 			t.Errorf("event %d metadata = %+v tenant %v", i, r.Metadata, r.TenantID)
 		}
@@ -462,16 +462,25 @@ func TestPersonalDataIsSealedAndErasable(t *testing.T) {
 		t.Fatalf("read back %v, %v", recs, err)
 	}
 	// Erasure: the key goes, the event stays and its chain still verifies.
-	if _, err := f.pool.Exec(ctx, `DELETE FROM subject_keys WHERE subject_id = $1`, subject); err != nil {
+	if err := f.keys.Erase(ctx, subject); err != nil {
 		t.Fatal(err)
 	}
-	f.keys.Forget(subject)
+	var keyLeft []byte
+	if err := f.pool.QueryRow(ctx, `SELECT key FROM subject_keys WHERE subject_id = $1`, subject).Scan(&keyLeft); err != nil || keyLeft != nil {
+		t.Fatalf("key after erasure = %x (%v), want NULL", keyLeft, err)
+	}
 	recs, err = f.store.ReadStream(ctx, stream, 0)
 	if err != nil || recs[0].Event.(Profiled).Email != domain.ErasedValue {
 		t.Fatalf("after erasure read %v, %v; want %q", recs, err, domain.ErasedValue)
 	}
 	if broken, err := eventstore.VerifyStream(ctx, f.pool, stream); err != nil || broken != 0 {
 		t.Fatalf("chain after erasure: %d %v", broken, err)
+	}
+	// No new key is made for an erased person: new personal data for them cannot be written.
+	_, err = f.store.Append(ctx, eventstore.AppendRequest{Streams: []eventstore.StreamAppend{{StreamType: "test", StreamID: stream,
+		ExpectedVersion: 1, Events: []domain.Event{Profiled{Subject: subject, Email: "again@example.com"}}}}})
+	if domain.ErrorCode(err) != domain.CodeConflict {
+		t.Fatalf("sealing for an erased subject: %v, want conflict", err)
 	}
 }
 

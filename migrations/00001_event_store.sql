@@ -105,11 +105,14 @@ CREATE TABLE idempotency_keys (
     PRIMARY KEY (actor_id, key)
 );
 
--- Per-person data keys for personal data inside events (crypto-shredding: erasure deletes the row).
+-- Per-person data keys for personal data inside events. Erasure destroys the key (crypto-shredding)
+-- and keeps the row as a tombstone, so no new key can be made for an erased person.
 CREATE TABLE subject_keys (
     subject_id uuid        PRIMARY KEY,
-    key        bytea       NOT NULL CHECK (length(key) = 32),
-    created_at timestamptz NOT NULL DEFAULT now()
+    key        bytea       CHECK (length(key) = 32),
+    created_at timestamptz NOT NULL DEFAULT now(),
+    erased_at  timestamptz,
+    CHECK ((key IS NULL) = (erased_at IS NOT NULL))
 );
 
 -- +goose Down

@@ -101,7 +101,7 @@ func (rt *Runtime) RunOnly(ctx context.Context, names ...string) error {
 			return fmt.Errorf("unknown projector %q", n)
 		}
 	}
-	if err := rt.ensureStatus(ctx); err != nil {
+	if err := rt.ensureStatus(ctx, names...); err != nil {
 		return err
 	}
 	var wg sync.WaitGroup
@@ -117,10 +117,10 @@ func (rt *Runtime) RunOnly(ctx context.Context, names ...string) error {
 	return nil
 }
 
-// ensureStatus creates missing status rows and gives failed projectors a fresh set of attempts: a new
-// process may carry the fix for what made them fail.
-func (rt *Runtime) ensureStatus(ctx context.Context) error {
-	for _, n := range rt.order {
+// ensureStatus creates the named projectors' status rows and gives those that failed a fresh set of
+// attempts: the process starting them may carry the fix for what made them fail.
+func (rt *Runtime) ensureStatus(ctx context.Context, names ...string) error {
+	for _, n := range names {
 		p := rt.projectors[n]
 		_, err := rt.pool.Exec(ctx, `
 			INSERT INTO projector_status (name, version, status) VALUES ($1, $2, 'live')
@@ -464,7 +464,7 @@ func (rt *Runtime) StartRebuild(ctx context.Context, name string) (eventstore.Po
 	if p == nil {
 		return eventstore.Position{}, fmt.Errorf("unknown projector %q (known: %s)", name, strings.Join(rt.order, ", "))
 	}
-	if err := rt.ensureStatus(ctx); err != nil {
+	if err := rt.ensureStatus(ctx, name); err != nil {
 		return eventstore.Position{}, err
 	}
 	target, err := rt.store.Head(ctx)
@@ -517,13 +517,24 @@ func (rt *Runtime) FinishRebuildIfCaughtUp(ctx context.Context, name string) (bo
 	return err == nil, s, err
 }
 
-// WatchRebuilds marks rebuilding projectors live as they catch up, until ctx ends.
-func (rt *Runtime) WatchRebuilds(ctx context.Context) {
+// Watch marks rebuilding projectors live as they catch up, and clears the failure record of
+// projectors whose checkpoint has passed the event that once failed, until ctx ends.
+func (rt *Runtime) Watch(ctx context.Context) {
 	for {
 		for _, n := range rt.order {
 			if _, _, err := rt.FinishRebuildIfCaughtUp(ctx, n); err != nil && ctx.Err() == nil {
 				rt.log.Warn("check rebuild", "projector", n, "error", err)
 			}
+		}
+		if _, err := rt.pool.Exec(ctx, `
+			UPDATE projector_status s SET failed_position = NULL, failed_event_type = NULL, last_error = NULL,
+				attempts = 0, updated_at = now()
+			FROM projection_offsets o, events e
+			WHERE s.status = 'live' AND s.failed_position IS NOT NULL
+			  AND o.consumer_group = s.name || '_v' || s.version
+			  AND e.global_position = s.failed_position
+			  AND (e.transaction_id, e.global_position) <= (o.last_processed_transaction_id, o.offset_acked)`); err != nil && ctx.Err() == nil {
+			rt.log.Warn("clear recovered failures", "error", err)
 		}
 		select {
 		case <-ctx.Done():

@@ -248,10 +248,16 @@ func TestProjectorThatKeepsFailingStopsWithoutSkipping(t *testing.T) {
 	if got := e.applied(t); !equal(got, seq(1, 8)) {
 		t.Fatalf("applied %v, want 1..8", got)
 	}
-	sts, _ := rt.Statuses(ctx)
-	if sts[0].Status != "live" {
-		t.Fatalf("status after the fix = %s", sts[0].Status)
-	}
+	wctx, wcancel := context.WithCancel(ctx)
+	defer wcancel()
+	go rt.Watch(wctx)
+	eventually(t, 10*time.Second, "failure record cleared once past the failing event", func() bool {
+		sts, err := rt.Statuses(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sts[0].Status == "live" && sts[0].LastError == nil && sts[0].FailedPosition == nil
+	})
 }
 
 // A projector whose connection dies mid-batch (as in a crash) loses nothing and applies nothing twice:

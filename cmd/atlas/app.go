@@ -140,7 +140,7 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 			a.Log.Error("projectors", "error", err)
 		}
 	})
-	run(a.Runtime.WatchRebuilds)
+	run(a.Runtime.Watch)
 	run(eventstore.NewAnnouncer(a.Pool, a.Signal, a.Config.NotifyInterval, a.Log).Run)
 	run(func(ctx context.Context) { eventstore.Listen(ctx, a.Pool, a.Signal, a.Log) })
 

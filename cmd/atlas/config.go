@@ -29,7 +29,7 @@ type Config struct {
 
 	// Reserved for the capabilities that use them (search, cache, embeddings, assistant); read now so
 	// that `atlas config` shows the whole contract.
-	WeaviateURL, RedisURL, EmbeddingsURL, EmbeddingsModel, LLMURL, LLMModel string
+	WeaviateURL, RedisURL, EmbeddingsURL, EmbeddingsModel, EmbeddingsAPIKey, LLMURL, LLMModel, LLMAPIKey string
 }
 
 // envVar documents one configuration variable.
@@ -42,7 +42,7 @@ var envVars = []envVar{
 	{"DATABASE_URL", "postgres://postgres@127.0.0.1:5432/atlas?sslmode=disable", "PostgreSQL connection URL; the database is created if missing."},
 	{"ATLAS_ADDR", ":8080", "HTTP listen address."},
 	{"ATLAS_DATA_DIR", "./data", "Local data directory (default blob bucket lives under it)."},
-	{"BLOB_URL", "file://$ATLAS_DATA_DIR/blobs", "Blob bucket URL (gocloud.dev/blob): file://, s3://, mem://."},
+	{"BLOB_URL", "file://$ATLAS_DATA_DIR/blobs", "Blob bucket URL (gocloud.dev/blob): file:// and mem:// now; s3:// arrives with file storage."},
 	{"ATLAS_LOG_LEVEL", "info", "debug, info, warn or error. Logs are JSON on stdout."},
 	{"ATLAS_SESSION_TTL", "720h", "Lifetime of a session token."},
 	{"ATLAS_PROJECTOR_BATCH", "100", "Events per projector transaction."},
@@ -83,21 +83,23 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		return d
 	}
 	c := Config{
-		DatabaseURL:     get("DATABASE_URL"),
-		Addr:            get("ATLAS_ADDR"),
-		DataDir:         get("ATLAS_DATA_DIR"),
-		SessionTTL:      dur("ATLAS_SESSION_TTL"),
-		ProjectorPoll:   dur("ATLAS_PROJECTOR_POLL"),
-		ShutdownTimeout: dur("ATLAS_SHUTDOWN_TIMEOUT"),
-		KeyCacheTTL:     dur("ATLAS_KEY_CACHE_TTL"),
-		NotifyInterval:  dur("ATLAS_NOTIFY_INTERVAL"),
-		ConsistencyWait: dur("ATLAS_CONSISTENCY_WAIT"),
-		WeaviateURL:     get("WEAVIATE_URL"),
-		RedisURL:        get("REDIS_URL"),
-		EmbeddingsURL:   get("EMBEDDINGS_URL"),
-		EmbeddingsModel: get("EMBEDDINGS_MODEL"),
-		LLMURL:          get("LLM_URL"),
-		LLMModel:        get("LLM_MODEL"),
+		DatabaseURL:      get("DATABASE_URL"),
+		Addr:             get("ATLAS_ADDR"),
+		DataDir:          get("ATLAS_DATA_DIR"),
+		SessionTTL:       dur("ATLAS_SESSION_TTL"),
+		ProjectorPoll:    dur("ATLAS_PROJECTOR_POLL"),
+		ShutdownTimeout:  dur("ATLAS_SHUTDOWN_TIMEOUT"),
+		KeyCacheTTL:      dur("ATLAS_KEY_CACHE_TTL"),
+		NotifyInterval:   dur("ATLAS_NOTIFY_INTERVAL"),
+		ConsistencyWait:  dur("ATLAS_CONSISTENCY_WAIT"),
+		WeaviateURL:      get("WEAVIATE_URL"),
+		RedisURL:         get("REDIS_URL"),
+		EmbeddingsURL:    get("EMBEDDINGS_URL"),
+		EmbeddingsModel:  get("EMBEDDINGS_MODEL"),
+		LLMURL:           get("LLM_URL"),
+		LLMModel:         get("LLM_MODEL"),
+		LLMAPIKey:        get("LLM_API_KEY"),
+		EmbeddingsAPIKey: get("EMBEDDINGS_API_KEY"),
 	}
 	n, err := strconv.Atoi(get("ATLAS_PROJECTOR_BATCH"))
 	if err != nil || n < 1 || n > 10000 {

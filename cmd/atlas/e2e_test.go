@@ -218,7 +218,9 @@ func TestEndToEnd(t *testing.T) {
 	expect(t, r, 409, "version_conflict")
 
 	// The old slug is free again; the new one is taken.
-	expect(t, s.do("POST", "/api/v1/spaces", token, map[string]string{"name": "R", "slug": "research"}), 201, "")
+	r = s.do("POST", "/api/v1/spaces", token, map[string]string{"name": "R", "slug": "research"})
+	expect(t, r, 201, "")
+	lastPos := r.json(t)["position"].(string)
 	expect(t, s.do("POST", "/api/v1/spaces", token, map[string]string{"name": "L", "slug": "lab"}), 409, "conflict")
 
 	// History lists the events, oldest first, with their metadata.
@@ -246,10 +248,11 @@ func TestEndToEnd(t *testing.T) {
 
 	// A rebuild of each read model, run as the CLI does while the server keeps serving, leaves
 	// byte-identical rows.
+	expect(t, s.do("GET", "/api/v1/spaces", token, nil, "X-Consistency-Token", lastPos), 200, "")
 	before := map[string]string{"users": dump(t, s.app.Pool, "users"), "spaces": dump(t, s.app.Pool, "spaces")}
 	for _, name := range []string{"users", "spaces"} {
 		var out, errOut bytes.Buffer
-		if code := run([]string{"projections", "rebuild", "--quiet", name}, func(k string) string { return s.env[k] }, &out, &errOut); code != 0 {
+		if code := run([]string{"projections", "rebuild", name, "--quiet"}, func(k string) string { return s.env[k] }, &out, &errOut); code != 0 {
 			t.Fatalf("rebuild %s exited %d: %s %s", name, code, out.String(), errOut.String())
 		}
 		if !strings.Contains(out.String(), "rebuilt "+name) {

@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -126,7 +127,16 @@ func projectionsCmd(ctx context.Context, cfg Config, args []string, stdout, stde
 		fs.SetOutput(stderr)
 		restart := fs.Bool("restart", false, "start over even if a rebuild is in progress")
 		quietBar := fs.Bool("quiet", false, "no progress bar")
-		if err := fs.Parse(args[1:]); err != nil {
+		// Flags may come before or after NAME.
+		var flags, names []string
+		for _, a := range args[1:] {
+			if strings.HasPrefix(a, "-") {
+				flags = append(flags, a)
+			} else {
+				names = append(names, a)
+			}
+		}
+		if err := fs.Parse(append(flags, names...)); err != nil {
 			return usageError(err.Error())
 		}
 		if fs.NArg() != 1 {
