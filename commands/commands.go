@@ -126,7 +126,10 @@ func (h *Handlers) appendIdempotent(ctx context.Context, cc Context, stream uuid
 		req.Idempotency = &eventstore.IdempotencyKey{ActorID: cc.Actor, Key: cc.IdempotencyKey, RequestHash: cc.RequestHash, StreamID: stream}
 	}
 	res, err := h.store.Append(ctx, req)
-	if err != nil && req.Idempotency != nil && (errors.Is(err, eventstore.ErrIdempotencyKeyUsed) || errors.Is(err, eventstore.ErrVersionConflict)) {
+	// A concurrent duplicate may surface as any of the constraints it shares with this append (the
+	// order in which PostgreSQL checks them is not defined): look for its stored result first.
+	if err != nil && req.Idempotency != nil && (errors.Is(err, eventstore.ErrIdempotencyKeyUsed) ||
+		errors.Is(err, eventstore.ErrVersionConflict) || errors.Is(err, eventstore.ErrReserved)) {
 		if prev, ok, err2 := h.replay(ctx, cc); err2 != nil {
 			return res, nil, err2
 		} else if ok {

@@ -47,21 +47,34 @@ func (h *Handlers) CreateSpace(ctx context.Context, cc Context, name, slug, visi
 // UpdateSpace applies a partial update. Errors: CodeNotFound, CodeForbidden, CodeInvalid,
 // CodeVersionConflict (stale expected version or a concurrent writer), CodeConflict (slug taken).
 func (h *Handlers) UpdateSpace(ctx context.Context, cc Context, id uuid.UUID, u space.Update) (SpaceResult, error) {
-	return h.changeSpace(ctx, cc, id, func(s space.State) any { u.Actor = cc.Actor; return u })
+	return h.changeSpace(ctx, cc, id, u.ExpectedVersion, func(s space.State) any { u.Actor = cc.Actor; return u })
 }
 
 // DeleteSpace deletes a space. Errors: CodeNotFound, CodeForbidden, CodeVersionConflict, CodeConflict
 // (the personal space).
 func (h *Handlers) DeleteSpace(ctx context.Context, cc Context, id uuid.UUID, expectedVersion int64) (SpaceResult, error) {
-	return h.changeSpace(ctx, cc, id, func(space.State) any {
+	return h.changeSpace(ctx, cc, id, expectedVersion, func(space.State) any {
 		return space.Delete{Actor: cc.Actor, ExpectedVersion: expectedVersion}
 	})
 }
 
-func (h *Handlers) changeSpace(ctx context.Context, cc Context, id uuid.UUID, command func(space.State) any) (SpaceResult, error) {
+// changeSpace loads, decides and appends. Without an expected version from the caller (no If-Match),
+// a concurrent writer's win is not the caller's conflict: it reloads and decides again, a few times.
+func (h *Handlers) changeSpace(ctx context.Context, cc Context, id uuid.UUID, expected int64, command func(space.State) any) (SpaceResult, error) {
 	if prev, ok, err := h.replay(ctx, cc); err != nil || ok {
 		return h.spaceReplay(ctx, prev, err)
 	}
+	const attempts = 3
+	for attempt := 1; ; attempt++ {
+		res, err := h.changeSpaceOnce(ctx, cc, id, command)
+		if expected == 0 && attempt < attempts && errors.Is(err, eventstore.ErrVersionConflict) {
+			continue
+		}
+		return res, err
+	}
+}
+
+func (h *Handlers) changeSpaceOnce(ctx context.Context, cc Context, id uuid.UUID, command func(space.State) any) (SpaceResult, error) {
 	st, last, err := load(ctx, h.store, id, 0, space.Evolve)
 	if err != nil {
 		return SpaceResult{}, err

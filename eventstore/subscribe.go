@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
@@ -159,6 +160,8 @@ func (s *Store) DecodeMessage(msg *message.Message) (Record, error) {
 	return r, s.DecodeRecord(&r, md[metaEventType], int(schemaVersion), msg.Payload, []byte(md[metaEventMetadata]))
 }
 
+var noDeadline time.Duration
+
 // NewSubscriber returns a watermill-sql subscriber of consumer group group over the events table.
 // Polling between batches is governed by backoff (see Waiter).
 func NewSubscriber(db wsql.Beginner, group string, batch int, backoff wsql.BackoffManager, logger watermill.LoggerAdapter) (*wsql.Subscriber, error) {
@@ -169,6 +172,9 @@ func NewSubscriber(db wsql.Beginner, group string, batch int, backoff wsql.Backo
 		BackoffManager:   backoff,
 		InitializeSchema: false,
 		ResendInterval:   time.Millisecond,
+		// No ack deadline: past it watermill would commit while the handler still uses the
+		// transaction. The projection runtime bounds handlers itself and rolls their savepoint back.
+		AckDeadline: &noDeadline,
 	}, logger)
 }
 
@@ -185,9 +191,14 @@ type Waiter struct {
 	Stop     <-chan struct{} // closed when the consumer is stopping
 	OnError  func(err error) // called for query errors; may be nil
 
-	lastGen uint64
-	behind  time.Duration
+	lastGen      uint64
+	behind       time.Duration
+	commitFailed atomic.Bool
 }
+
+// CommitFailed records that the last batch's COMMIT failed, so that the next poll waits Retry instead
+// of starting again at once.
+func (w *Waiter) CommitFailed(error) { w.commitFailed.Store(true) }
 
 // HandleError implements wsql.BackoffManager.
 func (w *Waiter) HandleError(_ watermill.LoggerAdapter, noMsg bool, err error) time.Duration {
@@ -196,6 +207,9 @@ func (w *Waiter) HandleError(_ watermill.LoggerAdapter, noMsg bool, err error) t
 		if w.OnError != nil {
 			w.OnError(err)
 		}
+		return w.Retry
+	}
+	if w.commitFailed.Swap(false) {
 		return w.Retry
 	}
 	if !noMsg {

@@ -91,13 +91,17 @@ func pageLimit(c echo.Context) (int, error) {
 	return n, nil
 }
 
-// ifMatch reads an If-Match header carrying a version: `"3"`, `W/"3"` or `3`; 0 when absent or `*`.
+// ifMatch reads an If-Match header carrying a version: `"3"` or `3`; 0 when absent or `*`. A weak
+// validator (`W/"3"`) cannot satisfy If-Match (RFC 9110) and is CodeBadRequest.
 func ifMatch(c echo.Context) (int64, error) {
 	h := strings.TrimSpace(c.Request().Header.Get("If-Match"))
 	if h == "" || h == "*" {
 		return 0, nil
 	}
-	h = strings.Trim(strings.TrimPrefix(h, "W/"), `"`)
+	if strings.HasPrefix(h, "W/") {
+		return 0, domain.Errorf(domain.CodeBadRequest, "If-Match needs a strong validator such as \"3\", not a weak one")
+	}
+	h = strings.Trim(h, `"`)
 	n, err := strconv.ParseInt(h, 10, 64)
 	if err != nil || n < 1 {
 		return 0, domain.Errorf(domain.CodeBadRequest, "If-Match must be a version such as \"3\"")

@@ -139,6 +139,8 @@ var requestIDRE = regexp.MustCompile(`^[A-Za-z0-9._:-]{1,128}$`)
 func (s *Server) requestContext(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		start := time.Now()
+		s.metrics.inFlight.Inc()
+		defer s.metrics.inFlight.Dec()
 		req := c.Request()
 		rid := req.Header.Get("X-Request-ID")
 		if !requestIDRE.MatchString(rid) {
@@ -285,6 +287,7 @@ func (s *Server) health(check string) echo.HandlerFunc {
 type httpMetrics struct {
 	requests *prometheus.HistogramVec
 	commands *prometheus.HistogramVec
+	inFlight prometheus.Gauge
 }
 
 var latencyBuckets = []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}
@@ -302,7 +305,9 @@ func newHTTPMetrics(r prometheus.Registerer) *httpMetrics {
 			Buckets: latencyBuckets,
 		}, []string{"command", "outcome"}),
 	}
-	r.MustRegister(m.requests, m.commands)
+	m.inFlight = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "atlas_http_requests_in_flight", Help: "HTTP requests being handled now."})
+	r.MustRegister(m.requests, m.commands, m.inFlight)
 	return m
 }
 

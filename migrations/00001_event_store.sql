@@ -49,15 +49,23 @@ CREATE FUNCTION events_chain() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
     prev bytea;
+    prev_xid xid8;
 BEGIN
     IF NEW.stream_version = 1 THEN
         prev := '\x0000000000000000000000000000000000000000000000000000000000000000'::bytea;
     ELSE
-        SELECT hash INTO prev FROM events
+        SELECT hash, transaction_id INTO prev, prev_xid FROM events
          WHERE stream_id = NEW.stream_id AND stream_version = NEW.stream_version - 1;
         IF prev IS NULL THEN
             RAISE EXCEPTION 'stream % has no version %', NEW.stream_id, NEW.stream_version - 1
                 USING ERRCODE = 'AT001';
+        END IF;
+        -- Delivery order is (transaction_id, global_position). A transaction that took its id before
+        -- the previous version's transaction (by writing before it read the stream) would be
+        -- delivered before that version: refuse it as a version conflict.
+        IF prev_xid > NEW.transaction_id THEN
+            RAISE EXCEPTION 'stream % version % committed after this transaction took its id; reload and retry',
+                NEW.stream_id, NEW.stream_version - 1 USING ERRCODE = 'AT001';
         END IF;
     END IF;
     NEW.prev_hash := prev;

@@ -5,6 +5,7 @@ package projections
 
 import (
 	"context"
+	stdsql "database/sql"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -46,7 +47,9 @@ type Options struct {
 	Fallback     time.Duration // longest wait for new events without a signal (default 1 s)
 	MaxAttempts  int           // failed attempts on one event before the projector stops (default 5)
 	RetryBackoff time.Duration // first wait between attempts, doubled each time (default 100 ms)
-	OnBatch      func(projector string, events int, elapsed time.Duration)
+	// HandlerTimeout bounds one handler call (default 30 s); past it the attempt fails and is rolled back.
+	HandlerTimeout time.Duration
+	OnBatch        func(projector string, events int, elapsed time.Duration)
 }
 
 // Runtime runs projectors and answers questions about their progress.
@@ -73,6 +76,9 @@ func NewRuntime(pool *pgxpool.Pool, store *eventstore.Store, signal *eventstore.
 	}
 	if opts.RetryBackoff <= 0 {
 		opts.RetryBackoff = 100 * time.Millisecond
+	}
+	if opts.HandlerTimeout <= 0 {
+		opts.HandlerTimeout = 30 * time.Second
 	}
 	rt := &Runtime{pool: pool, store: store, signal: signal, log: log, opts: opts, projectors: map[string]*Projector{}}
 	for _, p := range ps {
@@ -125,7 +131,9 @@ func (rt *Runtime) ensureStatus(ctx context.Context, names ...string) error {
 		_, err := rt.pool.Exec(ctx, `
 			INSERT INTO projector_status (name, version, status) VALUES ($1, $2, 'live')
 			ON CONFLICT (name) DO UPDATE SET version = excluded.version,
-				status = CASE WHEN projector_status.status = 'failed' THEN 'live' ELSE projector_status.status END,
+				status = CASE WHEN projector_status.status <> 'failed' THEN projector_status.status
+				              WHEN projector_status.rebuild_target_position IS NOT NULL THEN 'rebuilding'
+				              ELSE 'live' END,
 				attempts = 0, updated_at = now()`, p.Name, p.Version)
 		if err != nil {
 			return fmt.Errorf("projector %s status: %w", p.Name, err)
@@ -236,7 +244,11 @@ func (rt *Runtime) consume(ctx context.Context, p *Projector, seen *atomic.Int64
 			}
 		},
 	}
-	sub, err := eventstore.NewSubscriber(wsql.BeginnerFromPgx(rt.pool), p.ConsumerGroup(), rt.opts.BatchSize, waiter, watermill.NopLogger{})
+	db := watchedBeginner{Beginner: wsql.BeginnerFromPgx(rt.pool), failed: func(err error) {
+		waiter.CommitFailed(err)
+		log.Error("commit of a projector batch failed; its events will be delivered again", "error", err)
+	}}
+	sub, err := eventstore.NewSubscriber(db, p.ConsumerGroup(), rt.opts.BatchSize, waiter, watermillLog(log))
 	if err != nil {
 		return err
 	}
@@ -277,13 +289,9 @@ func (rt *Runtime) consume(ctx context.Context, p *Projector, seen *atomic.Int64
 }
 
 func (rt *Runtime) handle(p *Projector, msg *message.Message, seen *atomic.Int64) (err error) {
-	ctx := msg.Context()
 	typ := eventstore.NameOf(msg.Metadata)
 	posText := msg.Metadata["global_position"]
 	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("panic: %v\n%s", r, debug.Stack())
-		}
 		if err != nil {
 			var pos int64
 			fmt.Sscan(posText, &pos)
@@ -299,21 +307,19 @@ func (rt *Runtime) handle(p *Projector, msg *message.Message, seen *atomic.Int64
 	if err != nil {
 		return err
 	}
-	wtx, ok := wsql.TxFromContext(ctx)
-	if !ok {
-		return errors.New("no consuming transaction in message context")
-	}
-	ptx, ok := wtx.(*wsql.PgxTx)
-	if !ok {
-		return fmt.Errorf("consuming transaction is %T, not pgx", wtx)
-	}
-	// Each attempt runs in its own savepoint, so a failed attempt leaves nothing behind in the
-	// consuming transaction and does not abort it.
-	sp, err := ptx.Tx.Begin(ctx)
+	tx, err := consumingTx(msg)
 	if err != nil {
 		return err
 	}
-	if err := h(ctx, sp, rec); err != nil {
+	// Each attempt runs in its own savepoint, so a failed attempt (an error, a panic, a timeout) leaves
+	// nothing behind in the consuming transaction and does not abort it.
+	ctx, cancel := context.WithTimeout(msg.Context(), rt.opts.HandlerTimeout)
+	defer cancel()
+	sp, err := tx.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	if err := callHandler(ctx, h, sp, rec); err != nil {
 		if rbErr := sp.Rollback(context.WithoutCancel(ctx)); rbErr != nil {
 			return errors.Join(err, rbErr)
 		}
@@ -324,6 +330,68 @@ func (rt *Runtime) handle(p *Projector, msg *message.Message, seen *atomic.Int64
 	}
 	markSeen(seen, posText)
 	return nil
+}
+
+// watermillLog routes watermill's own logs to log, with its routine Info messages (subscriber started,
+// closing, ...) as Debug; its errors (a failed commit, a failed poll) stay errors.
+func watermillLog(log *slog.Logger) watermill.LoggerAdapter {
+	return watermill.NewSlogLoggerWithLevelMapping(log.With("component", "watermill"),
+		map[slog.Level]slog.Level{slog.LevelInfo: slog.LevelDebug})
+}
+
+// callHandler runs h, turning a panic into an error.
+func callHandler(ctx context.Context, h Handler, tx pgx.Tx, rec eventstore.Record) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("panic: %v\n%s", r, debug.Stack())
+		}
+	}()
+	return h(ctx, tx, rec)
+}
+
+// consumingTx returns the subscriber's transaction that a message was delivered in.
+func consumingTx(msg *message.Message) (pgx.Tx, error) {
+	wtx, ok := wsql.TxFromContext(msg.Context())
+	if !ok {
+		return nil, errors.New("no consuming transaction in message context")
+	}
+	if w, ok := wtx.(*watchedTx); ok {
+		wtx = w.Tx
+	}
+	ptx, ok := wtx.(*wsql.PgxTx)
+	if !ok {
+		return nil, fmt.Errorf("consuming transaction is %T, not pgx", wtx)
+	}
+	return ptx.Tx, nil
+}
+
+// watchedBeginner wraps the subscriber's connection so that a failed COMMIT of a batch (which
+// watermill-sql only logs) reaches the runtime: the batch's events are then delivered again, and the
+// runtime backs off instead of polling in a tight loop.
+type watchedBeginner struct {
+	wsql.Beginner
+	failed func(error)
+}
+
+func (b watchedBeginner) BeginTx(ctx context.Context, opts *stdsql.TxOptions) (wsql.Tx, error) {
+	tx, err := b.Beginner.BeginTx(ctx, opts)
+	if err != nil {
+		return tx, err
+	}
+	return &watchedTx{Tx: tx, failed: b.failed}, nil
+}
+
+type watchedTx struct {
+	wsql.Tx
+	failed func(error)
+}
+
+func (t *watchedTx) Commit() error {
+	err := t.Tx.Commit()
+	if err != nil && !errors.Is(err, stdsql.ErrTxDone) {
+		t.failed(err)
+	}
+	return err
 }
 
 func markSeen(seen *atomic.Int64, posText string) {

@@ -353,6 +353,7 @@ func TestSpacesAuthorizationAndBadInput(t *testing.T) {
 	expect(t, s.do("GET", "/api/v1/spaces/"+privID+"?as_of=yesterday", owner, nil), 422, "validation_failed")
 	expect(t, s.do("PATCH", "/api/v1/spaces/"+privID, owner, map[string]string{"slug": "Bad Slug"}), 422, "validation_failed")
 	expect(t, s.do("PATCH", "/api/v1/spaces/"+privID, owner, map[string]string{"name": "x"}, "If-Match", "soon"), 400, "invalid_request")
+	expect(t, s.do("PATCH", "/api/v1/spaces/"+privID, owner, map[string]string{"name": "x"}, "If-Match", `W/"1"`), 400, "invalid_request")
 	expect(t, s.do("PATCH", "/api/v1/spaces/"+personal, owner, map[string]string{"slug": "mine"}), 422, "validation_failed")
 	expect(t, s.do("DELETE", "/api/v1/spaces/"+personal, owner, nil), 409, "conflict")
 	expect(t, s.do("POST", "/api/v1/spaces", owner, map[string]any{"name": "O", "slug": "o", "org_id": "0196a000-0000-7000-8000-000000000000"}), 404, "not_found")
@@ -419,6 +420,35 @@ func TestIdempotencyKey(t *testing.T) {
 	r := s.do("GET", "/api/v1/spaces/"+id+"/history", token, nil)
 	if n := len(r.json(t)["items"].([]any)); n != 2 {
 		t.Fatalf("history has %d events, want 2", n)
+	}
+}
+
+// Concurrent PATCHes without If-Match all succeed: another writer's win is not the caller's conflict.
+func TestConcurrentUnconditionalPatchesAllSucceed(t *testing.T) {
+	s := startServer(t)
+	token, _, _ := s.register("busy@example.com", "Busy")
+	r := s.do("POST", "/api/v1/spaces", token, map[string]string{"name": "Busy", "slug": "busy"})
+	expect(t, r, 201, "")
+	id := r.json(t)["id"].(string)
+	const n = 3
+	var wg sync.WaitGroup
+	results := make([]resp, n)
+	for i := range results {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results[i] = s.do("PATCH", "/api/v1/spaces/"+id, token, map[string]string{"name": fmt.Sprintf("Busy %d", i)})
+		}()
+	}
+	wg.Wait()
+	for i, r := range results {
+		if r.status != 200 {
+			t.Errorf("PATCH %d: %d %s", i, r.status, r.body)
+		}
+	}
+	r = s.do("GET", "/api/v1/spaces/"+id+"/history", token, nil)
+	if got := len(r.json(t)["items"].([]any)); got != n+1 {
+		t.Fatalf("history has %d events, want %d", got, n+1)
 	}
 }
 
@@ -490,7 +520,14 @@ func TestSIGTERMFinishesInFlightRequestsAndExitsZero(t *testing.T) {
 	go func() {
 		inflight <- s.do("GET", "/api/v1/spaces/"+personal, token, nil, "X-Consistency-Token", "99999999999.1")
 	}()
-	time.Sleep(200 * time.Millisecond) // let the request reach the server before the signal; not synchronisation of the result
+	// Signal only once the server is handling it (the metrics request itself is the other one).
+	deadline = time.Now().Add(10 * time.Second)
+	for !strings.Contains(string(s.do("GET", "/metrics", "", nil).body), "atlas_http_requests_in_flight 2") {
+		if time.Now().After(deadline) {
+			t.Fatal("the request never reached the server")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
