@@ -10,11 +10,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/atlas-workspace/atlas/domain"
@@ -134,37 +137,6 @@ type Querier interface {
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
 }
 
-// appendSQL writes events, reservations and the idempotency row in one statement, so an append costs
-// one round trip and is atomic without BEGIN/COMMIT. Every read happens before this statement, so
-// the events INSERT is the transaction's first write and its transaction id orders it after whatever
-// the command read.
-const appendSQL = `
-WITH ev AS (
-	INSERT INTO events (stream_type, stream_id, stream_version, event_id, event_type, schema_version,
-	                    data, metadata, tenant_id, recorded_at)
-	SELECT st, sid, sv, eid, et, esv, d,
-	       CASE WHEN tid IS NULL THEN $9::jsonb ELSE $9::jsonb || jsonb_build_object('tenant_id', tid) END,
-	       tid, $10::timestamptz
-	FROM unnest($1::text[], $2::uuid[], $3::bigint[], $4::uuid[], $5::text[], $6::int[], $7::jsonb[], $8::uuid[])
-	     WITH ORDINALITY AS u(st, sid, sv, eid, et, esv, d, tid, ord)
-	ORDER BY ord
-	RETURNING global_position, transaction_id
-), released AS (
-	DELETE FROM reservations r
-	USING unnest($11::text[], $12::text[], $13::uuid[]) AS x(scope, key, sid)
-	WHERE r.scope = x.scope AND r.key = x.key AND r.stream_id = x.sid
-), claimed AS (
-	INSERT INTO reservations (scope, key, stream_id)
-	SELECT * FROM unnest($14::text[], $15::text[], $16::uuid[])
-), last AS (
-	SELECT transaction_id, global_position FROM ev ORDER BY global_position DESC LIMIT 1
-), idem AS (
-	INSERT INTO idempotency_keys (actor_id, key, request_hash, stream_id, stream_version, transaction_id, position)
-	SELECT $17::uuid, $18::text, $19::bytea, $20::uuid, $21::bigint, last.transaction_id, last.global_position
-	FROM last WHERE $18::text IS NOT NULL
-)
-SELECT transaction_id::text, global_position FROM last`
-
 // Append writes req atomically in one statement. It fails with ErrVersionConflict when a stream is no
 // longer at its expected version, ErrReserved when a claimed reservation is taken, and
 // ErrIdempotencyKeyUsed when the idempotency key exists. A nil error means the events are committed
@@ -195,20 +167,25 @@ func (s *Store) append(ctx context.Context, q Querier, req AppendRequest) (res A
 			s.onAppend(n, time.Since(start), err)
 		}
 	}()
-	var (
-		types, names               []string
-		ids, eventIDs              []uuid.UUID
-		versions                   []int64
-		schemaVersions             []int32
-		datas                      [][]byte
-		tenants                    []*uuid.UUID
-		claimScopes, claimKeys     []string
-		claimIDs                   []uuid.UUID
-		releaseScopes, releaseKeys []string
-		releaseIDs                 []uuid.UUID
-	)
+	recordedAt := s.now().UTC().Truncate(time.Microsecond)
+	st := appendStatement{}
+	// The statement writes events, reservations and the idempotency row in one round trip, atomic
+	// without BEGIN/COMMIT. Parts with nothing to write are left out, and every value is a scalar
+	// parameter, so the common append stays a small statement that each connection prepares once.
+	// Every read happens before it, so the events INSERT is the transaction's first write and its
+	// transaction id orders it after whatever the command read.
+	st.sql.WriteString(`WITH ev AS (
+	INSERT INTO events (stream_type, stream_id, stream_version, event_id, event_type, schema_version,
+	                    data, metadata, tenant_id, recorded_at)
+	VALUES `)
 	res.Versions = map[uuid.UUID]int64{}
 	for _, sa := range req.Streams {
+		md := req.Metadata
+		md.TenantID = sa.TenantID
+		meta, err := json.Marshal(md)
+		if err != nil {
+			return AppendResult{}, err
+		}
 		v := sa.ExpectedVersion
 		for _, e := range sa.Events {
 			typ, ver, data, err := s.registry.Encode(e, s.keys)
@@ -216,55 +193,85 @@ func (s *Store) append(ctx context.Context, q Querier, req AppendRequest) (res A
 				return AppendResult{}, err
 			}
 			v++
-			types = append(types, sa.StreamType)
-			ids = append(ids, sa.StreamID)
-			versions = append(versions, v)
-			eventIDs = append(eventIDs, uuid.Must(uuid.NewV7()))
-			names = append(names, typ)
-			schemaVersions = append(schemaVersions, int32(ver))
-			datas = append(datas, data)
-			tenants = append(tenants, sa.TenantID)
+			if n > 0 {
+				st.sql.WriteString(", ")
+			}
+			n++
+			// prev_hash and hash are set by the chain trigger.
+			fmt.Fprintf(&st.sql, "(%s, %s, %s, %s, %s, %s, %s::jsonb, %s::jsonb, %s, %s)",
+				st.param(sa.StreamType), st.param(uuidParam(sa.StreamID)), st.param(v), st.param(uuidParam(uuid.Must(uuid.NewV7()))),
+				st.param(typ), st.param(int32(ver)), st.param(string(data)), st.param(string(meta)),
+				st.param(nullUUIDParam(sa.TenantID)), st.param(recordedAt))
 		}
 		res.Versions[sa.StreamID] = v
 	}
-	n = len(eventIDs)
 	if n == 0 {
 		return AppendResult{}, errors.New("append: no events")
 	}
-	for _, r := range req.Claim {
-		claimScopes, claimKeys, claimIDs = append(claimScopes, r.Scope), append(claimKeys, r.Key), append(claimIDs, r.StreamID)
+	st.sql.WriteString(`
+	RETURNING global_position, transaction_id
+), last AS (
+	SELECT transaction_id, global_position FROM ev ORDER BY global_position DESC LIMIT 1
+)`)
+	if len(req.Release) > 0 {
+		st.sql.WriteString(`, released AS (
+	DELETE FROM reservations WHERE (scope, key, stream_id) IN (`)
+		for i, r := range req.Release {
+			if i > 0 {
+				st.sql.WriteString(", ")
+			}
+			fmt.Fprintf(&st.sql, "(%s::text, %s::text, %s::uuid)", st.param(r.Scope), st.param(r.Key), st.param(uuidParam(r.StreamID)))
+		}
+		st.sql.WriteString("))")
 	}
-	for _, r := range req.Release {
-		releaseScopes, releaseKeys, releaseIDs = append(releaseScopes, r.Scope), append(releaseKeys, r.Key), append(releaseIDs, r.StreamID)
+	if len(req.Claim) > 0 {
+		st.sql.WriteString(`, claimed AS (
+	INSERT INTO reservations (scope, key, stream_id) VALUES `)
+		for i, r := range req.Claim {
+			if i > 0 {
+				st.sql.WriteString(", ")
+			}
+			fmt.Fprintf(&st.sql, "(%s, %s, %s)", st.param(r.Scope), st.param(r.Key), st.param(uuidParam(r.StreamID)))
+		}
+		st.sql.WriteString(")")
 	}
-	meta, err := json.Marshal(req.Metadata)
-	if err != nil {
-		return AppendResult{}, err
-	}
-	var (
-		idemActor, idemStream *uuid.UUID
-		idemKey               *string
-		idemHash              []byte
-		idemVersion           *int64
-	)
 	if k := req.Idempotency; k != nil {
-		v := res.Versions[k.StreamID]
-		idemActor, idemStream, idemKey, idemHash, idemVersion = &k.ActorID, &k.StreamID, &k.Key, k.RequestHash, &v
+		fmt.Fprintf(&st.sql, `, idem AS (
+	INSERT INTO idempotency_keys (actor_id, key, request_hash, stream_id, stream_version, transaction_id, position)
+	SELECT %s::uuid, %s::text, %s::bytea, %s::uuid, %s::bigint, last.transaction_id, last.global_position FROM last
+)`, st.param(uuidParam(k.ActorID)), st.param(k.Key), st.param(k.RequestHash), st.param(uuidParam(k.StreamID)), st.param(res.Versions[k.StreamID]))
 	}
-	recordedAt := s.now().UTC().Truncate(time.Microsecond)
+	st.sql.WriteString(`
+SELECT transaction_id::text, global_position FROM last`)
 	var xid string
-	err = q.QueryRow(ctx, appendSQL,
-		types, ids, versions, eventIDs, names, schemaVersions, datas, tenants, meta, recordedAt,
-		releaseScopes, releaseKeys, releaseIDs, claimScopes, claimKeys, claimIDs,
-		idemActor, idemKey, idemHash, idemStream, idemVersion,
-	).Scan(&xid, &res.Position.GlobalPosition)
+	err = q.QueryRow(ctx, st.sql.String(), st.args...).Scan(&xid, &res.Position.GlobalPosition)
 	if err != nil {
 		return AppendResult{}, mapAppendError(err)
 	}
-	if _, err := fmt.Sscan(xid, &res.Position.TransactionID); err != nil {
+	if res.Position.TransactionID, err = strconv.ParseUint(xid, 10, 64); err != nil {
 		return AppendResult{}, fmt.Errorf("append: transaction id %q: %w", xid, err)
 	}
 	return res, nil
+}
+
+// appendStatement accumulates an append's SQL text and its positional parameters.
+type appendStatement struct {
+	sql  strings.Builder
+	args []any
+}
+
+func (st *appendStatement) param(v any) string {
+	st.args = append(st.args, v)
+	return "$" + strconv.Itoa(len(st.args))
+}
+
+func uuidParam(id uuid.UUID) pgtype.UUID { return pgtype.UUID{Bytes: id, Valid: true} }
+
+func nullUUIDParam(id *uuid.UUID) pgtype.UUID {
+	if id == nil {
+		return pgtype.UUID{}
+	}
+	return uuidParam(*id)
 }
 
 func mapAppendError(err error) error {

@@ -441,6 +441,11 @@ func TestHashChainCanBeRecomputed(t *testing.T) {
 	if err != nil || broken != 0 {
 		t.Fatalf("VerifyStream = %d, %v; want an intact chain", broken, err)
 	}
+	// The SQL function auditors use gives the stored hashes too (it and the trigger must agree).
+	var agree bool
+	if err := f.pool.QueryRow(ctx, `SELECT bool_and(hash = sha256(prev_hash || events_canonical(e))) FROM events e`).Scan(&agree); err != nil || !agree {
+		t.Fatalf("events_canonical disagrees with the trigger (%v)", err)
+	}
 	var prev2, hash1 []byte
 	if err := f.pool.QueryRow(ctx, `SELECT (SELECT prev_hash FROM events WHERE stream_id=$1 AND stream_version=2),
 		(SELECT hash FROM events WHERE stream_id=$1 AND stream_version=1)`, stream).Scan(&prev2, &hash1); err != nil {

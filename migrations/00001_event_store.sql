@@ -24,10 +24,10 @@ CREATE INDEX events_delivery_idx ON events (transaction_id, global_position);
 CREATE INDEX events_tenant_idx ON events (tenant_id, global_position);
 
 -- The per-stream hash chain link. hash = sha256(prev_hash || canonical envelope), where the canonical
--- envelope is the newline-joined text below. It is computed here, in the database, so that no writer can
--- forget it, and so that a verifier can recompute it from the stored columns alone (jsonb's text form is
--- canonical). Row-level BEFORE triggers see the rows inserted earlier by the same statement, so a
--- multi-event append chains correctly.
+-- envelope is the newline-joined text that events_canonical builds. It is computed here, in the
+-- database, so that no writer can forget it, and so that a verifier can recompute it from the stored
+-- columns alone (jsonb's text form is canonical). Row-level BEFORE triggers see the rows inserted
+-- earlier by the same statement, so a multi-event append chains correctly.
 -- +goose StatementBegin
 CREATE FUNCTION events_canonical(e events) RETURNS bytea
 LANGUAGE sql IMMUTABLE AS $$
@@ -69,12 +69,23 @@ BEGIN
         END IF;
     END IF;
     NEW.prev_hash := prev;
-    NEW.hash := sha256(prev || events_canonical(NEW));
+    -- The same text as events_canonical(NEW), written out because calling a SQL function from the
+    -- trigger costs about a quarter of append throughput. A test keeps the two identical.
+    NEW.hash := sha256(prev || convert_to(
+        NEW.event_id::text || E'\n' ||
+        NEW.stream_type || E'\n' ||
+        NEW.stream_id::text || E'\n' ||
+        NEW.stream_version::text || E'\n' ||
+        NEW.event_type || E'\n' ||
+        NEW.schema_version::text || E'\n' ||
+        coalesce(NEW.tenant_id::text, '') || E'\n' ||
+        (extract(epoch FROM NEW.recorded_at) * 1000000)::bigint::text || E'\n' ||
+        NEW.data::text || E'\n' ||
+        NEW.metadata::text,
+        'UTF8'));
     RETURN NEW;
 END
 $$;
-
-CREATE TRIGGER events_chain BEFORE INSERT ON events FOR EACH ROW EXECUTE FUNCTION events_chain();
 
 CREATE FUNCTION events_immutable() RETURNS trigger
 LANGUAGE plpgsql AS $$
@@ -83,6 +94,8 @@ BEGIN
 END
 $$;
 -- +goose StatementEnd
+
+CREATE TRIGGER events_chain BEFORE INSERT ON events FOR EACH ROW EXECUTE FUNCTION events_chain();
 
 CREATE TRIGGER events_no_update_delete BEFORE UPDATE OR DELETE ON events
     FOR EACH ROW EXECUTE FUNCTION events_immutable();

@@ -80,6 +80,9 @@ func BenchmarkCommitToReadModelLag(b *testing.B) {
 		}
 		tick.Stop()
 		wg.Wait()
+		if len(lags) == 0 {
+			b.Fatal("no command completed")
+		}
 		sort.Slice(lags, func(a, c int) bool { return lags[a] < lags[c] })
 		pct := func(p float64) float64 {
 			return float64(lags[int(p*float64(len(lags)-1))].Microseconds()) / 1000
