@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -106,6 +107,8 @@ type Store struct {
 	signal   *Signal
 	now      func() time.Time
 	onAppend func(events int, elapsed time.Duration, err error)
+
+	statements sync.Map // appendShape -> SQL text
 }
 
 // Options configure a Store.
@@ -168,16 +171,7 @@ func (s *Store) append(ctx context.Context, q Querier, req AppendRequest) (res A
 		}
 	}()
 	recordedAt := s.now().UTC().Truncate(time.Microsecond)
-	st := appendStatement{}
-	// The statement writes events, reservations and the idempotency row in one round trip, atomic
-	// without BEGIN/COMMIT. Parts with nothing to write are left out, and every value is a scalar
-	// parameter, so the common append stays a small statement that each connection prepares once.
-	// Every read happens before it, so the events INSERT is the transaction's first write and its
-	// transaction id orders it after whatever the command read.
-	st.sql.WriteString(`WITH ev AS (
-	INSERT INTO events (stream_type, stream_id, stream_version, event_id, event_type, schema_version,
-	                    data, metadata, tenant_id, recorded_at)
-	VALUES `)
+	var args []any
 	res.Versions = map[uuid.UUID]int64{}
 	for _, sa := range req.Streams {
 		md := req.Metadata
@@ -193,59 +187,40 @@ func (s *Store) append(ctx context.Context, q Querier, req AppendRequest) (res A
 				return AppendResult{}, err
 			}
 			v++
-			if n > 0 {
-				st.sql.WriteString(", ")
-			}
 			n++
-			// prev_hash and hash are set by the chain trigger.
-			fmt.Fprintf(&st.sql, "(%s, %s, %s, %s, %s, %s, %s::jsonb, %s::jsonb, %s, %s)",
-				st.param(sa.StreamType), st.param(uuidParam(sa.StreamID)), st.param(v), st.param(uuidParam(uuid.Must(uuid.NewV7()))),
-				st.param(typ), st.param(int32(ver)), st.param(string(data)), st.param(string(meta)),
-				st.param(nullUUIDParam(sa.TenantID)), st.param(recordedAt))
+			args = append(args, sa.StreamType, uuidParam(sa.StreamID), v, uuidParam(uuid.Must(uuid.NewV7())),
+				typ, int32(ver), string(data), string(meta), nullUUIDParam(sa.TenantID), recordedAt)
 		}
 		res.Versions[sa.StreamID] = v
 	}
 	if n == 0 {
 		return AppendResult{}, errors.New("append: no events")
 	}
-	st.sql.WriteString(`
-	RETURNING global_position, transaction_id
-), last AS (
-	SELECT transaction_id, global_position FROM ev ORDER BY global_position DESC LIMIT 1
-)`)
-	if len(req.Release) > 0 {
-		st.sql.WriteString(`, released AS (
-	DELETE FROM reservations WHERE (scope, key, stream_id) IN (`)
-		for i, r := range req.Release {
-			if i > 0 {
-				st.sql.WriteString(", ")
-			}
-			fmt.Fprintf(&st.sql, "(%s::text, %s::text, %s::uuid)", st.param(r.Scope), st.param(r.Key), st.param(uuidParam(r.StreamID)))
-		}
-		st.sql.WriteString("))")
+	for _, r := range req.Release {
+		args = append(args, r.Scope, r.Key, uuidParam(r.StreamID))
 	}
-	if len(req.Claim) > 0 {
-		st.sql.WriteString(`, claimed AS (
-	INSERT INTO reservations (scope, key, stream_id) VALUES `)
-		for i, r := range req.Claim {
-			if i > 0 {
-				st.sql.WriteString(", ")
-			}
-			fmt.Fprintf(&st.sql, "(%s, %s, %s)", st.param(r.Scope), st.param(r.Key), st.param(uuidParam(r.StreamID)))
-		}
-		st.sql.WriteString(")")
+	for _, r := range req.Claim {
+		args = append(args, r.Scope, r.Key, uuidParam(r.StreamID))
 	}
 	if k := req.Idempotency; k != nil {
-		fmt.Fprintf(&st.sql, `, idem AS (
-	INSERT INTO idempotency_keys (actor_id, key, request_hash, stream_id, stream_version, transaction_id, position)
-	SELECT %s::uuid, %s::text, %s::bytea, %s::uuid, %s::bigint, last.transaction_id, last.global_position FROM last
-)`, st.param(uuidParam(k.ActorID)), st.param(k.Key), st.param(k.RequestHash), st.param(uuidParam(k.StreamID)), st.param(res.Versions[k.StreamID]))
+		args = append(args, uuidParam(k.ActorID), k.Key, k.RequestHash, uuidParam(k.StreamID), res.Versions[k.StreamID])
 	}
-	st.sql.WriteString(`
-SELECT transaction_id::text, global_position FROM last`)
+	sql := s.appendSQL(appendShape{events: n, releases: len(req.Release), claims: len(req.Claim), idempotent: req.Idempotency != nil})
+	// The statement returns the transaction id and position of its last event: one row, or, for a plain
+	// INSERT (no reservations, no key), one row per event in insertion order.
 	var xid string
-	err = q.QueryRow(ctx, st.sql.String(), st.args...).Scan(&xid, &res.Position.GlobalPosition)
+	rows, err := q.Query(ctx, sql, args...)
 	if err != nil {
+		return AppendResult{}, mapAppendError(err)
+	}
+	for rows.Next() {
+		if err := rows.Scan(&xid, &res.Position.GlobalPosition); err != nil {
+			rows.Close()
+			return AppendResult{}, mapAppendError(err)
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
 		return AppendResult{}, mapAppendError(err)
 	}
 	if res.Position.TransactionID, err = strconv.ParseUint(xid, 10, 64); err != nil {
@@ -254,15 +229,91 @@ SELECT transaction_id::text, global_position FROM last`)
 	return res, nil
 }
 
-// appendStatement accumulates an append's SQL text and its positional parameters.
-type appendStatement struct {
-	sql  strings.Builder
-	args []any
+// appendShape is what an append statement's text depends on: every value is a parameter.
+type appendShape struct {
+	events, releases, claims int
+	idempotent               bool
 }
 
-func (st *appendStatement) param(v any) string {
-	st.args = append(st.args, v)
-	return "$" + strconv.Itoa(len(st.args))
+// appendSQL returns the statement for an append of the given shape, built once per shape. It writes
+// events, reservations and the idempotency row in one round trip, atomic without BEGIN/COMMIT. Parts
+// with nothing to write are left out and every value is a scalar parameter, so the common append is a
+// small statement that each connection prepares once. Every read happens before it, so the events
+// INSERT is the transaction's first write and its transaction id orders it after whatever the command
+// read. Parameters come in this order: 10 per event, 3 per release, 3 per claim, 5 for the key.
+func (s *Store) appendSQL(shape appendShape) string {
+	if q, ok := s.statements.Load(shape); ok {
+		return q.(string)
+	}
+	var b strings.Builder
+	p := 0
+	next := func() string { p++; return "$" + strconv.Itoa(p) }
+	plain := shape.releases == 0 && shape.claims == 0 && !shape.idempotent
+	if !plain {
+		b.WriteString("WITH ev AS (\n")
+	}
+	b.WriteString(`INSERT INTO events (stream_type, stream_id, stream_version, event_id, event_type, schema_version,
+	                    data, metadata, tenant_id, recorded_at)
+	VALUES `)
+	for i := 0; i < shape.events; i++ {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		// prev_hash and hash are set by the chain trigger.
+		fmt.Fprintf(&b, "(%s, %s, %s, %s, %s, %s, %s::jsonb, %s::jsonb, %s, %s)",
+			next(), next(), next(), next(), next(), next(), next(), next(), next(), next())
+	}
+	if plain {
+		// The common append: one INSERT, no CTE.
+		b.WriteString(`
+	RETURNING transaction_id::text, global_position`)
+		return s.keep(shape, b.String())
+	}
+	b.WriteString(`
+	RETURNING global_position, transaction_id
+), last AS (
+	SELECT transaction_id, global_position FROM ev ORDER BY global_position DESC LIMIT 1
+)`)
+	if shape.releases > 0 {
+		b.WriteString(`, released AS (
+	DELETE FROM reservations WHERE (scope, key, stream_id) IN (`)
+		for i := 0; i < shape.releases; i++ {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			fmt.Fprintf(&b, "(%s::text, %s::text, %s::uuid)", next(), next(), next())
+		}
+		b.WriteString("))")
+	}
+	if shape.claims > 0 {
+		b.WriteString(`, claimed AS (
+	INSERT INTO reservations (scope, key, stream_id) VALUES `)
+		for i := 0; i < shape.claims; i++ {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			fmt.Fprintf(&b, "(%s, %s, %s)", next(), next(), next())
+		}
+		b.WriteString(")")
+	}
+	if shape.idempotent {
+		fmt.Fprintf(&b, `, idem AS (
+	INSERT INTO idempotency_keys (actor_id, key, request_hash, stream_id, stream_version, transaction_id, position)
+	SELECT %s::uuid, %s::text, %s::bytea, %s::uuid, %s::bigint, last.transaction_id, last.global_position FROM last
+)`, next(), next(), next(), next(), next())
+	}
+	b.WriteString(`
+SELECT transaction_id::text, global_position FROM last`)
+	return s.keep(shape, b.String())
+}
+
+// keep caches the statement of a common shape; rare (large) shapes are not kept.
+func (s *Store) keep(shape appendShape, sql string) string {
+	if shape.events > 64 || shape.releases > 16 || shape.claims > 16 {
+		return sql
+	}
+	q, _ := s.statements.LoadOrStore(shape, sql)
+	return q.(string)
 }
 
 func uuidParam(id uuid.UUID) pgtype.UUID { return pgtype.UUID{Bytes: id, Valid: true} }

@@ -576,3 +576,21 @@ func TestPositionTokens(t *testing.T) {
 
 var _ = pgx.ErrNoRows
 var _ = fmt.Sprint
+
+// A large append (more events than the statement cache keeps shapes for) works the same.
+func TestLargeAppend(t *testing.T) {
+	f := newFixture(t)
+	stream := uuid.New()
+	ns := make([]int, 500)
+	for i := range ns {
+		ns[i] = i
+	}
+	res := appendN(t, f.store, stream, 0, ns...)
+	recs, err := f.store.ReadStream(context.Background(), stream, 0)
+	if err != nil || len(recs) != 500 || res.Versions[stream] != 500 || recs[499].Event.(Counted).N != 499 {
+		t.Fatalf("read %d events (%v), version %d", len(recs), err, res.Versions[stream])
+	}
+	if broken, err := eventstore.VerifyStream(context.Background(), f.pool, stream); err != nil || broken != 0 {
+		t.Fatalf("chain: %d %v", broken, err)
+	}
+}
