@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 )
 
 // Code is a machine-readable error kind. The HTTP layer maps each code to one status in one table.
@@ -84,4 +86,23 @@ func (v Validation) Err() error {
 		return nil
 	}
 	return &Error{Code: CodeInvalid, Message: "the request breaks field rules", Details: map[string]string(v)}
+}
+
+// CheckDisplayText returns why s is not acceptable as a short display text (a name, a title) of at
+// most max characters, or "": it must be valid UTF-8, not blank, and free of control characters.
+func CheckDisplayText(s string, max int) string {
+	switch {
+	case !utf8.ValidString(s):
+		return "must be valid UTF-8"
+	case strings.TrimSpace(s) == "":
+		return "is required"
+	case utf8.RuneCountInString(s) > max:
+		return fmt.Sprintf("must be at most %d characters", max)
+	}
+	for _, r := range s {
+		if unicode.IsControl(r) {
+			return "must not contain control characters"
+		}
+	}
+	return ""
 }

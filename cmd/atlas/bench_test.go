@@ -3,15 +3,12 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
-	"log/slog"
 	"sort"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/atlas-workspace/atlas/commands"
-	"github.com/atlas-workspace/atlas/internal/pgtest"
 )
 
 // BenchmarkCommitToReadModelLag issues space-creation commands at a steady rate (200/s for 15 s) and
@@ -20,17 +17,7 @@ import (
 // reads its own writes experiences. Run it with -benchtime 1x; it reports p50, p99 and max.
 func BenchmarkCommitToReadModelLag(b *testing.B) {
 	const rate, seconds = 200, 15
-	dbURL := pgtest.NewURL(b)
-	env := map[string]string{"DATABASE_URL": dbURL, "ATLAS_DATA_DIR": b.TempDir(), "ATLAS_LOG_LEVEL": "warn"}
-	cfg, err := LoadConfig(func(k string) string { return env[k] })
-	if err != nil {
-		b.Fatal(err)
-	}
-	app, err := Open(context.Background(), cfg, slog.New(slog.NewJSONHandler(io.Discard, nil)))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer app.Close()
+	app, _ := openApp(b, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); _ = app.Runtime.Run(ctx) }()

@@ -41,29 +41,32 @@ type server struct {
 	done   chan error
 }
 
-func testEnv(t *testing.T, dbURL string) map[string]string {
-	return map[string]string{
-		"DATABASE_URL":           dbURL,
-		"ATLAS_DATA_DIR":         t.TempDir(),
-		"ATLAS_LOG_LEVEL":        "warn",
-		"ATLAS_CONSISTENCY_WAIT": "2s",
+// openApp wires the app against a fresh database (ATLAS_BENCH_DATABASE_URL's for benchmarks), with
+// env's variables over testEnv's; it is closed when the test ends.
+func openApp(t testing.TB, env map[string]string) (*App, map[string]string) {
+	t.Helper()
+	dbURL := pgtest.NewURL(t)
+	all := map[string]string{"DATABASE_URL": dbURL, "ATLAS_DATA_DIR": t.TempDir(), "ATLAS_LOG_LEVEL": "warn", "ATLAS_CONSISTENCY_WAIT": "2s"}
+	for k, v := range env {
+		all[k] = v
 	}
+	cfg, err := LoadConfig(func(k string) string { return all[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	app, err := Open(context.Background(), cfg, slog.New(slog.NewJSONHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(app.Close)
+	return app, all
 }
 
 // startServer boots the whole app on a random port against a fresh database.
 func startServer(t *testing.T) *server {
 	t.Helper()
-	dbURL := pgtest.NewURL(t)
-	env := testEnv(t, dbURL)
-	cfg, err := LoadConfig(func(k string) string { return env[k] })
-	if err != nil {
-		t.Fatal(err)
-	}
-	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
-	app, err := Open(context.Background(), cfg, log)
-	if err != nil {
-		t.Fatal(err)
-	}
+	app, env := openApp(t, nil)
+	dbURL := env["DATABASE_URL"]
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -71,10 +74,7 @@ func startServer(t *testing.T) *server {
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &server{t: t, base: "http://" + ln.Addr().String(), dbURL: dbURL, env: env, app: app, cancel: cancel, done: make(chan error, 1)}
 	go func() { s.done <- app.Serve(ctx, ln) }()
-	t.Cleanup(func() {
-		s.stop()
-		app.Close()
-	})
+	t.Cleanup(func() { s.stop() })
 	return s
 }
 

@@ -5,30 +5,18 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"log/slog"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/atlas-workspace/atlas/commands"
-	"github.com/atlas-workspace/atlas/internal/pgtest"
 )
 
 // A rebuild interrupted half-way (the CLI killed) leaves a consistent prefix; running the command
 // again resumes it and ends with the same rows as before the rebuild.
 func TestRebuildResumesAfterInterruption(t *testing.T) {
-	dbURL := pgtest.NewURL(t)
-	env := map[string]string{"DATABASE_URL": dbURL, "ATLAS_DATA_DIR": t.TempDir(), "ATLAS_LOG_LEVEL": "warn", "ATLAS_PROJECTOR_BATCH": "1"}
+	app, env := openApp(t, map[string]string{"ATLAS_PROJECTOR_BATCH": "1"})
 	getenv := func(k string) string { return env[k] }
-	cfg, err := LoadConfig(getenv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	app, err := Open(context.Background(), cfg, slog.New(slog.NewJSONHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer app.Close()
 	ctx := context.Background()
 	reg, err := app.Commands.Register(ctx, commands.Context{}, "r@example.com", "R", "correct horse battery")
 	if err != nil {

@@ -6,8 +6,6 @@ import (
 	"regexp"
 	"strings"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/google/uuid"
 
@@ -156,19 +154,8 @@ type Delete struct {
 func ValidSlug(slug string) bool { return slugRE.MatchString(slug) }
 
 func validateName(v domain.Validation, name string) {
-	n := utf8.RuneCountInString(name)
-	switch {
-	case strings.TrimSpace(name) == "":
-		v.Add("name", "is required")
-	case n > MaxNameLength:
-		v.Add("name", "must be at most 200 characters")
-	default:
-		for _, r := range name {
-			if unicode.IsControl(r) {
-				v.Add("name", "must not contain control characters")
-				break
-			}
-		}
+	if msg := domain.CheckDisplayText(name, MaxNameLength); msg != "" {
+		v.Add("name", msg)
 	}
 }
 

@@ -6,7 +6,6 @@ import (
 	"net/mail"
 	"strings"
 	"time"
-	"unicode"
 	"unicode/utf8"
 
 	"github.com/google/uuid"
@@ -107,23 +106,7 @@ func ValidateRegister(c Register) error {
 }
 
 // ValidateName returns why name is not acceptable as a display name, or "".
-func ValidateName(name string) string {
-	n := utf8.RuneCountInString(name)
-	switch {
-	case strings.TrimSpace(name) == "":
-		return "is required"
-	case n > MaxNameLength:
-		return "must be at most 200 characters"
-	case !utf8.ValidString(name):
-		return "must be valid UTF-8"
-	}
-	for _, r := range name {
-		if unicode.IsControl(r) {
-			return "must not contain control characters"
-		}
-	}
-	return ""
-}
+func ValidateName(name string) string { return domain.CheckDisplayText(name, MaxNameLength) }
 
 // Decide returns the events a command causes in state, or a *domain.Error:
 // CodeInvalid for broken fields, CodeConflict when the user already exists.
