@@ -7,6 +7,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgconn/ctxwatch"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -125,20 +128,22 @@ func Listen(ctx context.Context, pool *pgxpool.Pool, signal *Signal, log *slog.L
 }
 
 func listenOnce(ctx context.Context, pool *pgxpool.Pool, signal *Signal) error {
-	conn, err := pool.Acquire(ctx)
+	// A connection of its own, outside the pool, that closes when ctx ends (the pool's connections
+	// may be set to send a cancel request instead, which does not interrupt a wait for notifications).
+	cfg := pool.Config().ConnConfig.Copy()
+	cfg.BuildContextWatcherHandler = func(c *pgconn.PgConn) ctxwatch.Handler {
+		return &pgconn.DeadlineContextWatcherHandler{Conn: c.Conn()}
+	}
+	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return err
 	}
-	defer conn.Release()
+	defer conn.Close(context.WithoutCancel(ctx))
 	if _, err := conn.Exec(ctx, "LISTEN "+NotifyChannel); err != nil {
 		return err
 	}
-	defer func() {
-		// Leave the pooled connection clean; a broken one is destroyed by the pool.
-		_, _ = conn.Exec(context.WithoutCancel(ctx), "UNLISTEN *")
-	}()
 	for {
-		n, err := conn.Conn().WaitForNotification(ctx)
+		n, err := conn.WaitForNotification(ctx)
 		if err != nil {
 			return err
 		}

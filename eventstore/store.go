@@ -196,6 +196,9 @@ func (s *Store) append(ctx context.Context, q Querier, req AppendRequest) (res A
 	if n == 0 {
 		return AppendResult{}, errors.New("append: no events")
 	}
+	if n > MaxAppendEvents {
+		return AppendResult{}, fmt.Errorf("append: %d events; at most %d fit one statement", n, MaxAppendEvents)
+	}
 	for _, r := range req.Release {
 		args = append(args, r.Scope, r.Key, uuidParam(r.StreamID))
 	}
@@ -207,16 +210,21 @@ func (s *Store) append(ctx context.Context, q Querier, req AppendRequest) (res A
 	}
 	sql := s.appendSQL(appendShape{events: n, releases: len(req.Release), claims: len(req.Claim), idempotent: req.Idempotency != nil})
 	// The statement returns the transaction id and position of its last event: one row, or, for a plain
-	// INSERT (no reservations, no key), one row per event in insertion order.
+	// INSERT (no reservations, no key), one row per event; the highest position is the last event.
 	var xid string
 	rows, err := q.Query(ctx, sql, args...)
 	if err != nil {
 		return AppendResult{}, mapAppendError(err)
 	}
 	for rows.Next() {
-		if err := rows.Scan(&xid, &res.Position.GlobalPosition); err != nil {
+		var x string
+		var pos int64
+		if err := rows.Scan(&x, &pos); err != nil {
 			rows.Close()
 			return AppendResult{}, mapAppendError(err)
+		}
+		if pos > res.Position.GlobalPosition {
+			xid, res.Position.GlobalPosition = x, pos
 		}
 	}
 	rows.Close()
@@ -228,6 +236,9 @@ func (s *Store) append(ctx context.Context, q Querier, req AppendRequest) (res A
 	}
 	return res, nil
 }
+
+// MaxAppendEvents bounds one append: each event takes 10 of a statement's 65,535 parameters.
+const MaxAppendEvents = 6000
 
 // appendShape is what an append statement's text depends on: every value is a parameter.
 type appendShape struct {

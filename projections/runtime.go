@@ -319,17 +319,21 @@ func (rt *Runtime) handle(p *Projector, msg *message.Message, seen *atomic.Int64
 	if err != nil {
 		return err
 	}
-	if err := callHandler(ctx, h, sp, rec); err != nil {
-		if rbErr := sp.Rollback(context.WithoutCancel(ctx)); rbErr != nil {
-			return errors.Join(err, rbErr)
+	herr := callHandler(ctx, h, sp, rec)
+	if herr == nil && ctx.Err() != nil {
+		herr = fmt.Errorf("handler overran its %s timeout", rt.opts.HandlerTimeout)
+	}
+	bg := context.WithoutCancel(ctx) // the savepoint must be ended even after the timeout
+	if herr == nil {
+		if herr = sp.Commit(bg); herr == nil {
+			markSeen(seen, posText)
+			return nil
 		}
-		return err
 	}
-	if err := sp.Commit(ctx); err != nil {
-		return err
+	if rbErr := sp.Rollback(bg); rbErr != nil {
+		return errors.Join(herr, rbErr)
 	}
-	markSeen(seen, posText)
-	return nil
+	return herr
 }
 
 // watermillLog routes watermill's own logs to log, with its routine Info messages (subscriber started,

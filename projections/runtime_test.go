@@ -372,36 +372,56 @@ func TestProjectorInAnotherProcessWakesOnNotify(t *testing.T) {
 	}
 }
 
-// A handler that panics or overruns its timeout leaves nothing behind: its savepoint is rolled back
-// and the retry applies the event once.
+// A handler that panics, overruns its timeout (whether it then fails or returns nil) or is cut off
+// mid-query leaves nothing behind: its savepoint is rolled back, the events acknowledged before it in
+// the batch still commit (they are not redone), and the retry applies the event once.
 func TestPanicAndTimeoutAreRolledBack(t *testing.T) {
 	e := newEnv(t)
+	var mu sync.Mutex
+	attempts := map[int]int{}
 	p := counter(func(n, attempt int) error {
+		mu.Lock()
+		attempts[n] = attempt
+		mu.Unlock()
 		if n == 3 && attempt == 1 {
 			panic("boom")
 		}
 		return nil
 	})
 	inner := p.Handlers["test.counted.v1"]
-	var timedOut atomic.Bool
+	var overran, returnedNil, cutOff atomic.Bool
 	p.Handlers["test.counted.v1"] = func(ctx context.Context, tx pgx.Tx, r eventstore.Record) error {
 		if err := inner(ctx, tx, r); err != nil {
 			return err
 		}
-		if r.Event.(Counted).N == 6 && timedOut.CompareAndSwap(false, true) {
-			<-ctx.Done() // overrun: wait for the runtime's timeout
+		switch n := r.Event.(Counted).N; {
+		case n == 5 && overran.CompareAndSwap(false, true):
+			<-ctx.Done() // overrun, then report the timeout
 			return ctx.Err()
+		case n == 6 && returnedNil.CompareAndSwap(false, true):
+			<-ctx.Done() // overrun, then claim success anyway
+			return nil
+		case n == 7 && cutOff.CompareAndSwap(false, true):
+			_, err := tx.Exec(ctx, `SELECT pg_sleep(30)`) // a query still running at the timeout
+			return err
 		}
 		return nil
 	}
-	rt, _ := start(t, e, projections.Options{RetryBackoff: 5 * time.Millisecond, HandlerTimeout: 200 * time.Millisecond}, p)
-	pos := e.appendCounts(t, 1, 8)
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	pos := e.appendCounts(t, 1, 9)
+	rt, _ := start(t, e, projections.Options{RetryBackoff: 5 * time.Millisecond, HandlerTimeout: 300 * time.Millisecond}, p)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	if err := rt.WaitFor(ctx, pos, "counter"); err != nil {
 		t.Fatal(err)
 	}
-	if got := e.applied(t); !equal(got, seq(1, 8)) || !timedOut.Load() {
-		t.Fatalf("applied %v (timed out: %v), want 1..8 each once", got, timedOut.Load())
+	if got := e.applied(t); !equal(got, seq(1, 9)) || !overran.Load() || !returnedNil.Load() || !cutOff.Load() {
+		t.Fatalf("applied %v, want 1..9 each once", got)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for n, want := range map[int]int{1: 1, 2: 1, 3: 2, 4: 1, 5: 2, 6: 2, 7: 2, 8: 1, 9: 1} {
+		if attempts[n] != want {
+			t.Errorf("event %d handled %d times, want %d (earlier events of a batch are not redone)", n, attempts[n], want)
+		}
 	}
 }

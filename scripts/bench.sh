@@ -51,13 +51,14 @@ for events in 1 10; do
       awk '/^tps = /{print $3; exit}')
     reset_tables
     (cd eventstore && ATLAS_BENCH_DATABASE_URL="$URL" "../$OUT/eventstore.test" -test.run '^$' \
-      -test.bench "BenchmarkAppend/events=$events/writers=$clients\$" -test.benchtime "${SECS}s") | tee -a "$OUT/append.txt"
+      -test.bench "BenchmarkAppend/events=$events\$/writers=$clients\$" -test.benchtime "${SECS}s") | tee -a "$OUT/append.txt"
     ATLAS[$events,$clients]=$(awk -v n="events=$events/writers=$clients-" \
       'index($1, n) {for (i=1;i<=NF;i++) if ($(i+1)=="tx/s") print $i}' "$OUT/append.txt" | tail -n 1)
   done
 done
 
 
+{
 echo
 echo "== summary (same database, same run; tx/s = appends or INSERT statements per second) =="
 printf '%-8s %-8s %12s %12s %8s\n' events writers "raw tx/s" "atlas tx/s" ratio
@@ -70,3 +71,4 @@ for events in 1 10; do
   done
 done
 grep -E 'Lag' "$OUT/lag.txt" || true
+} | tee "$OUT/summary.txt"

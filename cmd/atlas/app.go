@@ -60,6 +60,7 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	if pcfg.MaxConns < 20 {
 		pcfg.MaxConns = 20
 	}
+	eventstore.CancelQueriesOnContextEnd(pcfg)
 	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
 		return nil, fmt.Errorf("connect to PostgreSQL: %w", err)

@@ -39,7 +39,7 @@ var allowed = map[string][]string{
 	"projections": {"projections", "domain", "eventstore"},
 	"httpapi":     {"httpapi", "domain", "eventstore", "commands", "projections"},
 	"migrations":  {"migrations"},
-	"internal":    {"internal", "migrations"},
+	"internal":    {"internal", "migrations", "eventstore"},
 	"cmd":         {"cmd", "domain", "eventstore", "commands", "projections", "httpapi", "migrations"},
 }
 

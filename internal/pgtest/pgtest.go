@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/atlas-workspace/atlas/eventstore"
 	"github.com/atlas-workspace/atlas/migrations"
 )
 
@@ -79,6 +80,7 @@ func NewPool(t testing.TB) *pgxpool.Pool {
 		t.Fatal(err)
 	}
 	cfg.MaxConns = 40
+	eventstore.CancelQueriesOnContextEnd(cfg) // as the app's pool
 	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
