@@ -236,3 +236,30 @@ func (h *Handlers) User(ctx context.Context, id uuid.UUID) (user.State, error) {
 	st, _, err := load(ctx, h.store, id, 0, user.Evolve)
 	return st, err
 }
+
+// Retention of credentials and idempotency records that no longer matter.
+const (
+	// SessionRetention is how long an expired or revoked session's row is kept (for support and audit
+	// questions such as "was this token ever valid?").
+	SessionRetention = 7 * 24 * time.Hour
+	// IdempotencyRetention is how long a repeated Idempotency-Key returns the first result.
+	IdempotencyRetention = 24 * time.Hour
+)
+
+// Sweep deletes session rows expired or revoked more than SessionRetention ago and idempotency keys
+// older than IdempotencyRetention. It returns how many rows of each it deleted.
+func (h *Handlers) Sweep(ctx context.Context) (sessions, keys int64, err error) {
+	now := h.now()
+	tag, err := h.sessions.Pool.Exec(ctx, `DELETE FROM sessions WHERE expires_at < $1 OR revoked_at < $1`, now.Add(-SessionRetention))
+	if err != nil {
+		return 0, 0, fmt.Errorf("sweep sessions: %w", err)
+	}
+	sessions = tag.RowsAffected()
+	// Idempotency keys are stamped by the database's clock, so they are aged by it too.
+	tag, err = h.sessions.Pool.Exec(ctx, `DELETE FROM idempotency_keys WHERE created_at < now() - $1::interval`,
+		IdempotencyRetention.String())
+	if err != nil {
+		return sessions, 0, fmt.Errorf("sweep idempotency keys: %w", err)
+	}
+	return sessions, tag.RowsAffected(), nil
+}

@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/atlas-workspace/atlas/commands"
 	"github.com/atlas-workspace/atlas/domain"
 	"github.com/atlas-workspace/atlas/eventstore"
@@ -25,12 +27,17 @@ func (c *clock) Add(d time.Duration) {
 }
 
 func newHandlers(t *testing.T, c *clock, ttl time.Duration) *commands.Handlers {
+	h, _ := newHandlersAndPool(t, c, ttl)
+	return h
+}
+
+func newHandlersAndPool(t *testing.T, c *clock, ttl time.Duration) (*commands.Handlers, *pgxpool.Pool) {
 	pool := pgtest.NewPool(t)
 	reg := eventstore.NewRegistry()
 	commands.RegisterEvents(reg)
 	store := eventstore.New(pool, reg, eventstore.NewSubjectKeys(pool, time.Minute), eventstore.Options{Now: c.Now})
 	return commands.New(commands.Config{Store: store, Sessions: commands.Sessions{Pool: pool},
-		Hasher: commands.Argon2id{MemoryKiB: 1024, Time: 1, Threads: 1}, Now: c.Now, SessionTTL: ttl})
+		Hasher: commands.Argon2id{MemoryKiB: 1024, Time: 1, Threads: 1}, Now: c.Now, SessionTTL: ttl}), pool
 }
 
 func TestSessionsExpireAndRevoke(t *testing.T) {
@@ -86,5 +93,36 @@ func TestConcurrentRegistrationsOfOneEmail(t *testing.T) {
 	}
 	if ok != 1 {
 		t.Fatalf("%d registrations succeeded, want 1", ok)
+	}
+}
+
+func TestSweepDropsOldSessionsAndIdempotencyKeys(t *testing.T) {
+	c := &clock{now: time.Now()}
+	h, pool := newHandlersAndPool(t, c, time.Hour)
+	ctx := context.Background()
+	old, err := h.Register(ctx, commands.Context{}, "old@example.com", "Old", "correct horse battery")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.CreateSpace(ctx, commands.Context{Actor: old.User.ID, IdempotencyKey: "k", RequestHash: []byte("h")}, "S", "s", "private"); err != nil {
+		t.Fatal(err)
+	}
+	c.Add(commands.SessionRetention + 2*time.Hour) // the session expired an hour after creation
+	fresh, err := h.Login(ctx, "old@example.com", "correct horse battery")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sessions, keys, err := h.Sweep(ctx)
+	if err != nil || sessions != 1 || keys != 0 {
+		t.Fatalf("Sweep = %d sessions, %d keys, %v; want 1, 0 (the key's age is the database's clock)", sessions, keys, err)
+	}
+	if _, err := h.Authenticate(ctx, fresh.Token); err != nil {
+		t.Fatalf("the live session was swept: %v", err)
+	}
+	if _, err := pool.Exec(ctx, `UPDATE idempotency_keys SET created_at = now() - interval '25 hours'`); err != nil {
+		t.Fatal(err)
+	}
+	if _, keys, err := h.Sweep(ctx); err != nil || keys != 1 {
+		t.Fatalf("Sweep of a 25-hour-old key deleted %d (%v), want 1", keys, err)
 	}
 }

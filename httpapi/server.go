@@ -151,7 +151,7 @@ func (s *Server) requestContext(next echo.HandlerFunc) echo.HandlerFunc {
 			cid = rid
 		}
 		c.Response().Header().Set("X-Request-ID", rid)
-		log := s.deps.Logger.With("request_id", rid)
+		log := s.deps.Logger.With("request_id", rid, "correlation_id", cid)
 		c.Set("logger", log)
 		c.Set("request_id", rid)
 		c.Set("correlation_id", cid)

@@ -144,6 +144,7 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 	run(a.Runtime.Watch)
 	run(eventstore.NewAnnouncer(a.Pool, a.Signal, a.Config.NotifyInterval, a.Log).Run)
 	run(func(ctx context.Context) { eventstore.Listen(ctx, a.Pool, a.Signal, a.Log) })
+	run(a.sweep)
 
 	srv := &http.Server{Handler: a.API.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 1)
@@ -170,6 +171,24 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 		serveErr = nil
 	}
 	return serveErr
+}
+
+// sweep deletes stale sessions and idempotency keys at start and then hourly, until ctx ends.
+func (a *App) sweep(ctx context.Context) {
+	for {
+		sessions, keys, err := a.Commands.Sweep(ctx)
+		switch {
+		case err != nil && ctx.Err() == nil:
+			a.Log.Warn("sweep", "error", err)
+		case sessions+keys > 0:
+			a.Log.Info("swept", "sessions", sessions, "idempotency_keys", keys)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Hour):
+		}
+	}
 }
 
 // redact hides credentials in a URL for logs and errors.

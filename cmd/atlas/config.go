@@ -125,13 +125,22 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	return c, nil
 }
 
-func printConfig(c Config) {
+// printConfig prints each variable's value in effect (secrets and URL passwords hidden) and its default.
+func printConfig(getenv func(string) string) {
 	for _, e := range envVars {
+		v := getenv(e.Name)
+		switch {
+		case v == "":
+			v = "(default)"
+		case strings.HasSuffix(e.Name, "_API_KEY"):
+			v = "(set, hidden)"
+		case strings.HasSuffix(e.Name, "_URL"):
+			v = redact(v)
+		}
 		def := e.Default
 		if def == "" {
 			def = "(unset)"
 		}
-		fmt.Fprintf(os.Stdout, "%-22s default %-58s %s\n", e.Name, def, e.Help)
+		fmt.Fprintf(os.Stdout, "%-22s %-40s default %-58s %s\n", e.Name, v, def, e.Help)
 	}
-	_ = c
 }

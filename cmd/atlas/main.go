@@ -30,7 +30,7 @@ commands:
   projections status           print each projector's status, checkpoint and lag
   projections rebuild NAME     rebuild a projector's read model from the start of the log
                                (resumes an interrupted rebuild; --restart starts over)
-  config                       print the configuration variables and their defaults
+  config                       print the configuration variables in effect and their defaults
 `
 
 func main() {
@@ -61,7 +61,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	case "projections":
 		err = projectionsCmd(ctx, cfg, args[1:], stdout, stderr)
 	case "config":
-		printConfig(cfg)
+		printConfig(getenv)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 	default:
