@@ -133,7 +133,7 @@ func (s *Server) getSpace(c echo.Context) error {
 	if asOf := c.QueryParam("as_of"); asOf != "" {
 		return s.spaceAsOf(c, id, asOf)
 	}
-	if err := s.consistent(c, projections.SpacesProjector); err != nil {
+	if err := s.consistent(c, projections.SpacesProjector, projections.PermissionsProjector); err != nil {
 		return err
 	}
 	v, err := s.deps.Queries.Space(c.Request().Context(), userID(c), id)
@@ -196,7 +196,7 @@ func (s *Server) listSpaces(c echo.Context) error {
 		// No organization exists before the organizations issue lands, so the caller reads none.
 		return c.JSON(http.StatusOK, pageDTO[spaceDTO]{Items: []spaceDTO{}})
 	}
-	if err := s.consistent(c, projections.SpacesProjector); err != nil {
+	if err := s.consistent(c, projections.SpacesProjector, projections.PermissionsProjector); err != nil {
 		return err
 	}
 	page, err := s.deps.Queries.SpacesOf(c.Request().Context(), userID(c), c.QueryParam("cursor"), limit)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -110,8 +111,6 @@ type Queries struct {
 // NewQueries returns the read-model queries over pool.
 func NewQueries(pool *pgxpool.Pool) *Queries { return &Queries{pool: pool} }
 
-var errNotFound = domain.Errorf(domain.CodeNotFound, "not found")
-
 // User returns a user by id; CodeNotFound when there is none.
 func (q *Queries) User(ctx context.Context, id uuid.UUID) (UserView, error) {
 	var u UserView
@@ -133,11 +132,13 @@ func scanSpace(row pgx.Row) (SpaceView, error) {
 	return s, err
 }
 
-// Space returns a space the viewer may read: its owner's, or a public one. Any other space, existing
-// or not, is CodeNotFound, so existence never leaks.
+// Space returns a space the viewer may read, checked against the permission projection. Any other
+// space, existing or not, is CodeNotFound, so existence never leaks.
 func (q *Queries) Space(ctx context.Context, viewer, id uuid.UUID) (SpaceView, error) {
 	s, err := scanSpace(q.pool.QueryRow(ctx, `SELECT `+spaceColumns+` FROM spaces
-		WHERE id = $1 AND (owner_user_id = $2 OR visibility = 'public')`, id, viewer))
+		WHERE id = $1 AND EXISTS (SELECT 1 FROM permissions p
+			WHERE p.principal_id IN ($2, $3) AND p.permission = 'read' AND p.resource_id = spaces.id)`,
+		id, viewer, Anyone))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return s, domain.Errorf(domain.CodeNotFound, "space not found")
 	}
@@ -150,7 +151,7 @@ type SpacePage struct {
 	NextCursor *string
 }
 
-// SpacesOf lists the spaces viewer owns, oldest first, limit per page, after cursor ("" for the first
+// SpacesOf lists the spaces viewer may read in their own name, oldest first, limit per page, after cursor ("" for the first
 // page). A malformed cursor is CodeBadRequest.
 func (q *Queries) SpacesOf(ctx context.Context, viewer uuid.UUID, cursor string, limit int) (SpacePage, error) {
 	after := uuid.Nil
@@ -160,9 +161,13 @@ func (q *Queries) SpacesOf(ctx context.Context, viewer uuid.UUID, cursor string,
 			return SpacePage{}, domain.Errorf(domain.CodeBadRequest, "cursor %q is not valid", cursor)
 		}
 	}
-	// Space ids are UUIDv7, so id order is creation order and the id is the cursor.
-	rows, err := q.pool.Query(ctx, `SELECT `+spaceColumns+` FROM spaces
-		WHERE owner_user_id = $1 AND id > $2 ORDER BY id LIMIT $3`, viewer, after, limit+1)
+	// Space ids are UUIDv7, so id order is creation order and the id is the cursor. The list is the
+	// spaces the viewer holds a read permission on in their own name: public spaces of others are
+	// readable by link but not listed.
+	rows, err := q.pool.Query(ctx, `SELECT `+prefixed("s.", spaceColumns)+` FROM permissions p
+		JOIN spaces s ON s.id = p.resource_id
+		WHERE p.principal_id = $1 AND p.permission = 'read' AND p.resource_id > $2
+		ORDER BY p.resource_id LIMIT $3`, viewer, after, limit+1)
 	if err != nil {
 		return SpacePage{}, fmt.Errorf("list spaces: %w", err)
 	}
@@ -184,4 +189,13 @@ func (q *Queries) SpacesOf(ctx context.Context, viewer uuid.UUID, cursor string,
 		page.NextCursor = &c
 	}
 	return page, nil
+}
+
+// prefixed qualifies each column of a comma-separated list with prefix.
+func prefixed(prefix, columns string) string {
+	cols := strings.Split(columns, ",")
+	for i, c := range cols {
+		cols[i] = prefix + strings.TrimSpace(c)
+	}
+	return strings.Join(cols, ", ")
 }

@@ -170,8 +170,14 @@ func (s *server) register(email, name string) (token, userID, personal string) {
 
 func dump(t *testing.T, pool *pgxpool.Pool, table string) string {
 	t.Helper()
+	return dumpOrdered(t, pool, table, "id")
+}
+
+// dumpOrdered returns every row of table as JSON text, one per line, in the given column order.
+func dumpOrdered(t *testing.T, pool *pgxpool.Pool, table, order string) string {
+	t.Helper()
 	var out string
-	err := pool.QueryRow(context.Background(), `SELECT coalesce(string_agg(to_jsonb(t)::text, E'\n' ORDER BY t.id), '') FROM `+table+` t`).Scan(&out)
+	err := pool.QueryRow(context.Background(), `SELECT coalesce(string_agg(to_jsonb(t)::text, E'\n' ORDER BY `+order+`), '') FROM `+table+` t`).Scan(&out)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -249,8 +255,12 @@ func TestEndToEnd(t *testing.T) {
 	// A rebuild of each read model, run as the CLI does while the server keeps serving, leaves
 	// byte-identical rows.
 	expect(t, s.do("GET", "/api/v1/spaces", token, nil, "X-Consistency-Token", lastPos), 200, "")
-	before := map[string]string{"users": dump(t, s.app.Pool, "users"), "spaces": dump(t, s.app.Pool, "spaces")}
-	for _, name := range []string{"users", "spaces"} {
+	order := map[string]string{"users": "id", "spaces": "id", "permissions": "principal_id, permission, resource_id"}
+	before := map[string]string{}
+	for table, o := range order {
+		before[table] = dumpOrdered(t, s.app.Pool, table, o)
+	}
+	for _, name := range []string{"users", "spaces", "permissions"} {
 		var out, errOut bytes.Buffer
 		if code := run([]string{"projections", "rebuild", name, "--quiet"}, func(k string) string { return s.env[k] }, &out, &errOut); code != 0 {
 			t.Fatalf("rebuild %s exited %d: %s %s", name, code, out.String(), errOut.String())
@@ -260,7 +270,7 @@ func TestEndToEnd(t *testing.T) {
 		}
 	}
 	for table, want := range before {
-		if got := dump(t, s.app.Pool, table); got != want {
+		if got := dumpOrdered(t, s.app.Pool, table, order[table]); got != want {
 			t.Fatalf("%s after rebuild:\n%s\nbefore:\n%s", table, got, want)
 		}
 	}
@@ -341,6 +351,14 @@ func TestSpacesAuthorizationAndBadInput(t *testing.T) {
 	if items := r.json(t)["items"].([]any); len(items) != 1 {
 		t.Fatalf("other lists %s, want only their personal space", r.body)
 	}
+	// Visibility changes reach the permission projection: public, readable by others; private again, not.
+	r = s.do("PATCH", "/api/v1/spaces/"+privID, owner, map[string]string{"visibility": "public"})
+	expect(t, r, 200, "")
+	expect(t, s.do("GET", "/api/v1/spaces/"+privID, other, nil, "X-Consistency-Token", r.json(t)["position"].(string)), 200, "")
+	r = s.do("PATCH", "/api/v1/spaces/"+privID, owner, map[string]string{"visibility": "private"})
+	expect(t, r, 200, "")
+	expect(t, s.do("GET", "/api/v1/spaces/"+privID, other, nil, "X-Consistency-Token", r.json(t)["position"].(string)), 404, "not_found")
+
 	// Slugs are unique per owner, not globally.
 	expect(t, s.do("POST", "/api/v1/spaces", other, map[string]string{"name": "Mine", "slug": "private"}), 201, "")
 
@@ -358,8 +376,8 @@ func TestSpacesAuthorizationAndBadInput(t *testing.T) {
 	expect(t, s.do("DELETE", "/api/v1/spaces/"+personal, owner, nil), 409, "conflict")
 	expect(t, s.do("POST", "/api/v1/spaces", owner, map[string]any{"name": "O", "slug": "o", "org_id": "0196a000-0000-7000-8000-000000000000"}), 404, "not_found")
 	r = s.do("GET", "/api/v1/spaces/"+privID+"/history", owner, nil)
-	if n := len(r.json(t)["items"].([]any)); n != 1 {
-		t.Fatalf("bad input appended events: history has %d", n)
+	if n := len(r.json(t)["items"].([]any)); n != 3 {
+		t.Fatalf("bad input appended events: history has %d, want 3 (created, public, private)", n)
 	}
 
 	// A consistency token the read models never reach within the wait answers 503 not_ready.
@@ -372,7 +390,7 @@ func TestSpacesAuthorizationAndBadInput(t *testing.T) {
 	expect(t, s.do("PATCH", "/api/v1/spaces/"+privID, owner, map[string]string{"name": "Renamed"}), 200, "")
 	r = s.do("GET", "/api/v1/spaces/"+privID+"?as_of="+before.Format(time.RFC3339Nano), owner, nil)
 	expect(t, r, 200, "")
-	if got := r.json(t); got["name"] != "Private" || got["version"] != 1.0 {
+	if got := r.json(t); got["name"] != "Private" || got["version"] != 3.0 {
 		t.Fatalf("as_of = %s", r.body)
 	}
 	expect(t, s.do("GET", "/api/v1/spaces/"+privID+"?as_of=2000-01-01T00:00:00Z", owner, nil), 404, "not_found")
