@@ -13,6 +13,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/atlas-workspace/atlas/domain"
+	"github.com/atlas-workspace/atlas/domain/apikey"
 	"github.com/atlas-workspace/atlas/domain/space"
 	"github.com/atlas-workspace/atlas/domain/user"
 	"github.com/atlas-workspace/atlas/eventstore"
@@ -26,6 +27,8 @@ func RegisterEvents(r *eventstore.Registry) {
 	eventstore.Register[space.SlugChanged](r)
 	eventstore.Register[space.VisibilityChanged](r)
 	eventstore.Register[space.Deleted](r)
+	eventstore.Register[apikey.Created](r)
+	eventstore.Register[apikey.Revoked](r)
 }
 
 // Context is who issues a command and how to trace and deduplicate it.
@@ -61,6 +64,7 @@ type Handlers struct {
 	hasher     PasswordHasher
 	now        func() time.Time
 	sessionTTL time.Duration
+	usage      keyUsage
 }
 
 // Config configures Handlers.

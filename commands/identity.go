@@ -106,8 +106,11 @@ func (s Sessions) create(ctx context.Context, userID uuid.UUID, now time.Time, t
 	return token, nil
 }
 
-// Authenticate returns the user of a live session token; CodeUnauthenticated otherwise.
+// Authenticate returns the user of a live session token or API key; CodeUnauthenticated otherwise.
 func (h *Handlers) Authenticate(ctx context.Context, token string) (uuid.UUID, error) {
+	if IsAPIKey(token) {
+		return h.authenticateAPIKey(ctx, token)
+	}
 	var id uuid.UUID
 	err := h.sessions.Pool.QueryRow(ctx, `SELECT user_id FROM sessions
 		WHERE token_hash = $1 AND revoked_at IS NULL AND expires_at > $2`, hashToken(token), h.now()).Scan(&id)

@@ -7,6 +7,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/labstack/echo/v4"
 
+	"github.com/atlas-workspace/atlas/commands"
 	"github.com/atlas-workspace/atlas/domain"
 	"github.com/atlas-workspace/atlas/domain/user"
 	"github.com/atlas-workspace/atlas/projections"
@@ -70,6 +71,9 @@ func (s *Server) login(c echo.Context) error {
 
 func (s *Server) logout(c echo.Context) error {
 	token, _ := c.Get("token").(string)
+	if commands.IsAPIKey(token) {
+		return domain.Errorf(domain.CodeBadRequest, "logout ends sessions; revoke an API key with DELETE /api/v1/me/api-keys/{id}")
+	}
 	if err := s.deps.Commands.Logout(c.Request().Context(), token); err != nil {
 		return err
 	}
@@ -99,4 +103,65 @@ func (s *Server) me(c echo.Context) error {
 	}
 	return c.JSON(http.StatusOK, userDTO{ID: u.ID, Email: u.Email, Name: u.Name, PersonalSpaceID: u.PersonalSpaceID,
 		CreatedAt: u.CreatedAt.UTC(), Memberships: []any{}})
+}
+
+type apiKeyCreated struct {
+	ID        uuid.UUID `json:"id"`
+	Name      string    `json:"name"`
+	Prefix    string    `json:"prefix"`
+	Key       string    `json:"key"`
+	CreatedAt time.Time `json:"created_at"`
+	Position  string    `json:"position"`
+}
+
+// createAPIKey answers with the key itself: the only time it is shown.
+func (s *Server) createAPIKey(c echo.Context) error {
+	var in struct {
+		Name string `json:"name"`
+	}
+	body, err := readJSON(c, &in)
+	if err != nil {
+		return err
+	}
+	cc, err := commandContext(c, body)
+	if err != nil {
+		return err
+	}
+	r, err := s.deps.Commands.CreateAPIKey(c.Request().Context(), cc, in.Name)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusCreated, apiKeyCreated{ID: r.Key.ID, Name: r.Key.Name, Prefix: r.Key.Prefix, Key: r.Secret,
+		CreatedAt: r.Key.CreatedAt, Position: withPosition(c, r.Position)})
+}
+
+func (s *Server) listAPIKeys(c echo.Context) error {
+	limit, err := pageLimit(c)
+	if err != nil {
+		return err
+	}
+	if err := s.consistent(c, projections.APIKeysProjector); err != nil {
+		return err
+	}
+	page, err := s.deps.Queries.APIKeysOf(c.Request().Context(), userID(c), c.QueryParam("cursor"), limit)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, pageDTO[projections.APIKeyView]{Items: page.Items, NextCursor: page.NextCursor})
+}
+
+func (s *Server) revokeAPIKey(c echo.Context) error {
+	id, err := pathUUID(c, "key_id")
+	if err != nil {
+		return err
+	}
+	cc, err := commandContext(c, nil)
+	if err != nil {
+		return err
+	}
+	r, err := s.deps.Commands.RevokeAPIKey(c.Request().Context(), cc, id)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, map[string]any{"id": id, "position": withPosition(c, r.Position)})
 }

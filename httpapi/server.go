@@ -33,6 +33,8 @@ type Commands interface {
 	CreateSpace(ctx context.Context, cc commands.Context, name, slug, visibility string) (commands.SpaceResult, error)
 	UpdateSpace(ctx context.Context, cc commands.Context, id uuid.UUID, u space.Update) (commands.SpaceResult, error)
 	DeleteSpace(ctx context.Context, cc commands.Context, id uuid.UUID, expectedVersion int64) (commands.SpaceResult, error)
+	CreateAPIKey(ctx context.Context, cc commands.Context, name string) (commands.APIKeyResult, error)
+	RevokeAPIKey(ctx context.Context, cc commands.Context, id uuid.UUID) (commands.APIKeyResult, error)
 }
 
 // Queries is what the API needs of the read models.
@@ -40,6 +42,7 @@ type Queries interface {
 	User(ctx context.Context, id uuid.UUID) (projections.UserView, error)
 	Space(ctx context.Context, viewer, id uuid.UUID) (projections.SpaceView, error)
 	SpacesOf(ctx context.Context, viewer uuid.UUID, cursor string, limit int) (projections.SpacePage, error)
+	APIKeysOf(ctx context.Context, user uuid.UUID, cursor string, limit int) (projections.APIKeyPage, error)
 }
 
 // Consistency waits for read models to reach a position.
@@ -109,6 +112,9 @@ func New(d Deps) *Server {
 	auth := s.authenticate
 	v1.POST("/auth/logout", s.logout, auth)
 	v1.GET("/me", s.me, auth)
+	v1.POST("/me/api-keys", s.createAPIKey, auth)
+	v1.GET("/me/api-keys", s.listAPIKeys, auth)
+	v1.DELETE("/me/api-keys/:key_id", s.revokeAPIKey, auth)
 	v1.POST("/spaces", s.createSpace, auth)
 	v1.GET("/spaces", s.listSpaces, auth)
 	v1.GET("/spaces/:space_id", s.getSpace, auth)

@@ -154,12 +154,9 @@ type SpacePage struct {
 // SpacesOf lists the spaces viewer may read in their own name, oldest first, limit per page, after cursor ("" for the first
 // page). A malformed cursor is CodeBadRequest.
 func (q *Queries) SpacesOf(ctx context.Context, viewer uuid.UUID, cursor string, limit int) (SpacePage, error) {
-	after := uuid.Nil
-	if cursor != "" {
-		var err error
-		if after, err = uuid.Parse(cursor); err != nil {
-			return SpacePage{}, domain.Errorf(domain.CodeBadRequest, "cursor %q is not valid", cursor)
-		}
+	after, err := parseCursor(cursor)
+	if err != nil {
+		return SpacePage{}, err
 	}
 	// Space ids are UUIDv7, so id order is creation order and the id is the cursor. The list is the
 	// spaces the viewer holds a read permission on in their own name: public spaces of others are
@@ -198,4 +195,16 @@ func prefixed(prefix, columns string) string {
 		cols[i] = prefix + strings.TrimSpace(c)
 	}
 	return strings.Join(cols, ", ")
+}
+
+// parseCursor reads an id cursor ("" is the start); a malformed one is CodeBadRequest.
+func parseCursor(cursor string) (uuid.UUID, error) {
+	if cursor == "" {
+		return uuid.Nil, nil
+	}
+	id, err := uuid.Parse(cursor)
+	if err != nil {
+		return uuid.Nil, domain.Errorf(domain.CodeBadRequest, "cursor %q is not valid", cursor)
+	}
+	return id, nil
 }

@@ -224,9 +224,7 @@ func TestEndToEnd(t *testing.T) {
 	expect(t, r, 409, "version_conflict")
 
 	// The old slug is free again; the new one is taken.
-	r = s.do("POST", "/api/v1/spaces", token, map[string]string{"name": "R", "slug": "research"})
-	expect(t, r, 201, "")
-	lastPos := r.json(t)["position"].(string)
+	expect(t, s.do("POST", "/api/v1/spaces", token, map[string]string{"name": "R", "slug": "research"}), 201, "")
 	expect(t, s.do("POST", "/api/v1/spaces", token, map[string]string{"name": "L", "slug": "lab"}), 409, "conflict")
 
 	// History lists the events, oldest first, with their metadata.
@@ -254,13 +252,18 @@ func TestEndToEnd(t *testing.T) {
 
 	// A rebuild of each read model, run as the CLI does while the server keeps serving, leaves
 	// byte-identical rows.
-	expect(t, s.do("GET", "/api/v1/spaces", token, nil, "X-Consistency-Token", lastPos), 200, "")
-	order := map[string]string{"users": "id", "spaces": "id", "permissions": "principal_id, permission, resource_id"}
+	r = s.do("POST", "/api/v1/me/api-keys", token, map[string]string{"name": "rebuild check"})
+	expect(t, r, 201, "")
+	keyPos := r.json(t)["position"].(string)
+	for _, path := range []string{"/api/v1/spaces", "/api/v1/me/api-keys", "/api/v1/me"} {
+		expect(t, s.do("GET", path, token, nil, "X-Consistency-Token", keyPos), 200, "") // every read model is there
+	}
+	order := map[string]string{"users": "id", "spaces": "id", "permissions": "principal_id, permission, resource_id", "api_keys": "id"}
 	before := map[string]string{}
 	for table, o := range order {
 		before[table] = dumpOrdered(t, s.app.Pool, table, o)
 	}
-	for _, name := range []string{"users", "spaces", "permissions"} {
+	for _, name := range []string{"users", "spaces", "permissions", "api_keys"} {
 		var out, errOut bytes.Buffer
 		if code := run([]string{"projections", "rebuild", name, "--quiet"}, func(k string) string { return s.env[k] }, &out, &errOut); code != 0 {
 			t.Fatalf("rebuild %s exited %d: %s %s", name, code, out.String(), errOut.String())
