@@ -3,14 +3,14 @@ GO        ?= go
 PKGS      := ./...
 TEST_FLAGS ?= -race -count=1 -timeout 20m
 
-.PHONY: run test bench vet fmt build postgres
+.PHONY: run test bench vet fmt build postgres redis
 
 ## run: start PostgreSQL if needed, create and migrate the database, serve on :8080
 run: postgres
 	$(GO) run ./cmd/atlas serve
 
-## test: every test (unit, integration and end-to-end) against the real PostgreSQL, with -race
-test: postgres
+## test: every test (unit, integration and end-to-end) against the real PostgreSQL and Redis, with -race
+test: postgres redis
 	$(GO) vet $(PKGS)
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
@@ -25,3 +25,6 @@ build:
 
 postgres:
 	@bash scripts/ensure-postgres.sh
+
+redis:
+	@bash scripts/ensure-redis.sh

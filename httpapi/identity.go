@@ -43,6 +43,9 @@ func (s *Server) register(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := s.limit(c, "register-ip:"+c.RealIP(), LimitRegisterIP); err != nil {
+		return err
+	}
 	cc, err := commandContext(c, body)
 	if err != nil {
 		return err
@@ -60,6 +63,13 @@ func (s *Server) login(c echo.Context) error {
 		Password string `json:"password"`
 	}
 	if _, err := readJSON(c, &in); err != nil {
+		return err
+	}
+	// Both limits count every attempt, so guessing is slow per address and per account.
+	if err := s.limit(c, "login-ip:"+c.RealIP(), LimitLoginIP); err != nil {
+		return err
+	}
+	if err := s.limit(c, "login-email:"+commands.EmailKey(in.Email), LimitLoginEmail); err != nil {
 		return err
 	}
 	r, err := s.deps.Commands.Login(c.Request().Context(), in.Email, in.Password)
@@ -121,6 +131,9 @@ func (s *Server) createAPIKey(c echo.Context) error {
 	}
 	body, err := readJSON(c, &in)
 	if err != nil {
+		return err
+	}
+	if err := s.limit(c, "apikey-ip:"+c.RealIP(), LimitNewAPIKeyIP); err != nil {
 		return err
 	}
 	cc, err := commandContext(c, body)

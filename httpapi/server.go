@@ -69,6 +69,10 @@ type Deps struct {
 	Registerer      prometheus.Registerer
 	Health          map[string]Check // by name: "db", "blob", ...
 	ConsistencyWait time.Duration    // how long a query waits for a consistency token (default 5 s)
+	RateLimiter     RateLimiter      // nil: no rate limits
+	// TrustProxyHeaders takes the client IP from X-Forwarded-For / X-Real-IP (only behind a proxy
+	// that sets them); otherwise it is the connection's address.
+	TrustProxyHeaders bool
 }
 
 // Server is the HTTP API.
@@ -97,7 +101,11 @@ func New(d Deps) *Server {
 	e.HideBanner, e.HidePort = true, true
 	s := &Server{deps: d, echo: e, metrics: newHTTPMetrics(d.Registerer)}
 	e.HTTPErrorHandler = s.errorHandler
-	e.Use(s.requestContext, s.recoverer)
+	e.IPExtractor = echo.ExtractIPDirect()
+	if d.TrustProxyHeaders {
+		e.IPExtractor = echo.ExtractIPFromXFFHeader()
+	}
+	e.Use(s.requestContext, s.recoverer, s.limitByIP)
 
 	e.GET("/api/health", s.health(""))
 	e.GET("/api/health/:check", func(c echo.Context) error { return s.health(c.Param("check"))(c) })
@@ -214,6 +222,9 @@ func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 		}
 		c.Set("user_id", id)
 		c.Set("token", token)
+		if err := s.limit(c, "user:"+id.String(), LimitPerUser); err != nil {
+			return err
+		}
 		return next(c)
 	}
 }

@@ -11,10 +11,12 @@ import (
 	"sync"
 	"time"
 
+	"github.com/go-redis/redis_rate/v10"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/redis/go-redis/v9"
 	"gocloud.dev/blob"
 	_ "gocloud.dev/blob/fileblob" // file:// buckets
 	_ "gocloud.dev/blob/memblob"  // mem:// buckets
@@ -40,6 +42,7 @@ type App struct {
 	Commands *commands.Handlers
 	API      *httpapi.Server
 	Registry *prometheus.Registry
+	Redis    *redis.Client // nil unless REDIS_URL is set
 
 	hasher commands.PasswordHasher
 }
@@ -83,15 +86,27 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		BatchSize: cfg.ProjectorBatch, Fallback: cfg.ProjectorPoll,
 	}, projections.Users(), projections.Spaces(), projections.Permissions(), projections.APIKeys())
 	a.Commands = commands.New(commands.Config{Store: a.Store, Sessions: commands.Sessions{Pool: pool}, Hasher: a.hasher, SessionTTL: cfg.SessionTTL})
+	health := map[string]httpapi.Check{
+		"db":   func(ctx context.Context) error { return pool.Ping(ctx) },
+		"blob": a.checkBlob,
+	}
+	var limiter httpapi.RateLimiter = httpapi.NewLocalLimiter()
+	if cfg.RedisURL != "" {
+		opts, err := redis.ParseURL(cfg.RedisURL)
+		if err != nil {
+			a.Close()
+			return nil, fmt.Errorf("REDIS_URL: %w", err)
+		}
+		a.Redis = redis.NewClient(opts)
+		limiter = httpapi.NewRedisLimiter(redis_rate.NewLimiter(a.Redis), "atlas:", log)
+		health["cache"] = func(ctx context.Context) error { return a.Redis.Ping(ctx).Err() }
+	}
 	a.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		newProjectorCollector(a.Runtime))
 	a.API = httpapi.New(httpapi.Deps{
 		Commands: a.Commands, Queries: projections.NewQueries(pool), Consistency: a.Runtime, Log: a.Store,
 		Logger: log, Metrics: a.Registry, Registerer: a.Registry, ConsistencyWait: cfg.ConsistencyWait,
-		Health: map[string]httpapi.Check{
-			"db":   func(ctx context.Context) error { return pool.Ping(ctx) },
-			"blob": a.checkBlob,
-		},
+		Health: health, RateLimiter: limiter, TrustProxyHeaders: cfg.TrustProxy,
 	})
 	return a, nil
 }
@@ -100,6 +115,9 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 func (a *App) Close() {
 	if a.Bucket != nil {
 		_ = a.Bucket.Close()
+	}
+	if a.Redis != nil {
+		_ = a.Redis.Close()
 	}
 	a.Pool.Close()
 }

@@ -26,6 +26,7 @@ type Config struct {
 	KeyCacheTTL     time.Duration // ATLAS_KEY_CACHE_TTL
 	NotifyInterval  time.Duration // ATLAS_NOTIFY_INTERVAL
 	ConsistencyWait time.Duration // ATLAS_CONSISTENCY_WAIT
+	TrustProxy      bool          // ATLAS_TRUST_PROXY_HEADERS
 
 	// Reserved for the capabilities that use them (search, cache, embeddings, assistant); read now so
 	// that `atlas config` shows the whole contract.
@@ -51,8 +52,9 @@ var envVars = []envVar{
 	{"ATLAS_KEY_CACHE_TTL", "1m", "How long a person's data key stays cached (bounds how long an erasure takes to reach every process)."},
 	{"ATLAS_NOTIFY_INTERVAL", "5ms", "Minimum gap between the coalesced NOTIFYs that wake other processes' projectors."},
 	{"ATLAS_CONSISTENCY_WAIT", "5s", "How long a query given a consistency token waits for the read models before 503 not_ready."},
+	{"ATLAS_TRUST_PROXY_HEADERS", "false", "Take the client IP (for rate limits and logs) from X-Forwarded-For; only behind a proxy that sets it."},
 	{"WEAVIATE_URL", "", "Weaviate endpoint (search; unset: a local one is started once search lands)."},
-	{"REDIS_URL", "", "Redis for cache and rate limits (unset: in-process)."},
+	{"REDIS_URL", "", "Redis for rate limits shared by every process, e.g. redis://127.0.0.1:6379/0 (unset: in-process limits)."},
 	{"EMBEDDINGS_URL", "", "OpenAI-compatible embeddings endpoint (unset: the offline embedder)."},
 	{"EMBEDDINGS_MODEL", "", "Embeddings model name."},
 	{"EMBEDDINGS_API_KEY", "", "Embeddings API key."},
@@ -100,6 +102,13 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		LLMModel:         get("LLM_MODEL"),
 		LLMAPIKey:        get("LLM_API_KEY"),
 		EmbeddingsAPIKey: get("EMBEDDINGS_API_KEY"),
+	}
+	switch get("ATLAS_TRUST_PROXY_HEADERS") {
+	case "true", "1", "yes":
+		c.TrustProxy = true
+	case "false", "0", "no":
+	default:
+		errs = append(errs, "ATLAS_TRUST_PROXY_HEADERS must be true or false")
 	}
 	n, err := strconv.Atoi(get("ATLAS_PROJECTOR_BATCH"))
 	if err != nil || n < 1 || n > 10000 {

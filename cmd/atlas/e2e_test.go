@@ -65,7 +65,13 @@ func openApp(t testing.TB, env map[string]string) (*App, map[string]string) {
 // startServer boots the whole app on a random port against a fresh database.
 func startServer(t *testing.T) *server {
 	t.Helper()
-	app, env := openApp(t, nil)
+	return startServerWith(t, nil)
+}
+
+// startServerWith is startServer with extra environment variables.
+func startServerWith(t *testing.T, extra map[string]string) *server {
+	t.Helper()
+	app, env := openApp(t, extra)
 	dbURL := env["DATABASE_URL"]
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
