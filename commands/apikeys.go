@@ -28,7 +28,8 @@ const APIKeyScope = "api_key"
 // apiKeyPrefix starts every API key, so a token's kind is visible (and secret scanners can find it).
 const apiKeyPrefix = "atlk_"
 
-func hashAPIKey(key string) string {
+// hexSHA256 is the hex SHA-256 of a secret (an API key, an invitation token): what is stored of it.
+func hexSHA256(key string) string {
 	sum := sha256.Sum256([]byte(key))
 	return hex.EncodeToString(sum[:])
 }
@@ -49,7 +50,7 @@ func (h *Handlers) CreateAPIKey(ctx context.Context, cc Context, name string) (A
 	}
 	secret := apiKeyPrefix + base64.RawURLEncoding.EncodeToString(raw)
 	id := uuid.Must(uuid.NewV7())
-	hash := hashAPIKey(secret)
+	hash := hexSHA256(secret)
 	evs, err := apikey.Decide(apikey.State{}, apikey.Create{Actor: cc.Actor, KeyID: id, Name: name, KeyHash: hash,
 		Prefix: secret[:len(apiKeyPrefix)+6]}, h.now())
 	if err != nil {
@@ -117,7 +118,7 @@ func (h *Handlers) authenticateAPIKey(ctx context.Context, key string) (uuid.UUI
 	err := h.sessions.Pool.QueryRow(ctx, `
 		SELECT r.stream_id, (e.data->>'user_id')::uuid FROM reservations r
 		JOIN events e ON e.stream_id = r.stream_id AND e.stream_version = 1
-		WHERE r.scope = $1 AND r.key = $2`, APIKeyScope, hashAPIKey(key)).Scan(&keyID, &userID)
+		WHERE r.scope = $1 AND r.key = $2`, APIKeyScope, hexSHA256(key)).Scan(&keyID, &userID)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return uuid.Nil, domain.Errorf(domain.CodeUnauthenticated, "the token is invalid, expired or revoked")
 	}

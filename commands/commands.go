@@ -14,6 +14,7 @@ import (
 
 	"github.com/atlas-workspace/atlas/domain"
 	"github.com/atlas-workspace/atlas/domain/apikey"
+	"github.com/atlas-workspace/atlas/domain/org"
 	"github.com/atlas-workspace/atlas/domain/space"
 	"github.com/atlas-workspace/atlas/domain/user"
 	"github.com/atlas-workspace/atlas/eventstore"
@@ -29,6 +30,15 @@ func RegisterEvents(r *eventstore.Registry) {
 	eventstore.Register[space.Deleted](r)
 	eventstore.Register[apikey.Created](r)
 	eventstore.Register[apikey.Revoked](r)
+	eventstore.Register[org.Created](r)
+	eventstore.Register[org.Renamed](r)
+	eventstore.Register[org.SlugChanged](r)
+	eventstore.Register[org.Deleted](r)
+	eventstore.Register[org.MemberInvited](r)
+	eventstore.Register[org.InvitationRevoked](r)
+	eventstore.Register[org.MemberJoined](r)
+	eventstore.Register[org.MemberRoleChanged](r)
+	eventstore.Register[org.MemberRemoved](r)
 }
 
 // Context is who issues a command and how to trace and deduplicate it.

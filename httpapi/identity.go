@@ -14,17 +14,17 @@ import (
 )
 
 type userDTO struct {
-	ID              uuid.UUID `json:"id"`
-	Email           string    `json:"email"`
-	Name            string    `json:"name"`
-	PersonalSpaceID uuid.UUID `json:"personal_space_id"`
-	CreatedAt       time.Time `json:"created_at"`
-	Memberships     []any     `json:"memberships"`
+	ID              uuid.UUID                `json:"id"`
+	Email           string                   `json:"email"`
+	Name            string                   `json:"name"`
+	PersonalSpaceID uuid.UUID                `json:"personal_space_id"`
+	CreatedAt       time.Time                `json:"created_at"`
+	Memberships     []projections.Membership `json:"memberships"`
 }
 
 func userFromState(s user.State) userDTO {
 	return userDTO{ID: s.ID, Email: s.Email, Name: s.Name, PersonalSpaceID: s.PersonalSpaceID,
-		CreatedAt: s.CreatedAt.UTC(), Memberships: []any{}}
+		CreatedAt: s.CreatedAt.UTC(), Memberships: []projections.Membership{}}
 }
 
 type authResponse struct {
@@ -93,10 +93,14 @@ func (s *Server) logout(c echo.Context) error {
 // me answers from the users read model, and from the user's own stream while the read model has not
 // caught up yet, so a client that just registered always finds itself.
 func (s *Server) me(c echo.Context) error {
-	if err := s.consistent(c, projections.UsersProjector); err != nil {
+	if err := s.consistent(c, projections.UsersProjector, projections.OrgsProjector); err != nil {
 		return err
 	}
 	ctx := c.Request().Context()
+	memberships, err := s.deps.Queries.Memberships(ctx, userID(c))
+	if err != nil {
+		return err
+	}
 	u, err := s.deps.Queries.User(ctx, userID(c))
 	if domain.ErrorCode(err) == domain.CodeNotFound {
 		st, err := s.deps.Commands.User(ctx, userID(c))
@@ -106,13 +110,15 @@ func (s *Server) me(c echo.Context) error {
 		if !st.Exists() {
 			return domain.Errorf(domain.CodeNotFound, "user not found")
 		}
-		return c.JSON(http.StatusOK, userFromState(st))
+		dto := userFromState(st)
+		dto.Memberships = memberships
+		return c.JSON(http.StatusOK, dto)
 	}
 	if err != nil {
 		return err
 	}
 	return c.JSON(http.StatusOK, userDTO{ID: u.ID, Email: u.Email, Name: u.Name, PersonalSpaceID: u.PersonalSpaceID,
-		CreatedAt: u.CreatedAt.UTC(), Memberships: []any{}})
+		CreatedAt: u.CreatedAt.UTC(), Memberships: memberships})
 }
 
 type apiKeyCreated struct {

@@ -35,6 +35,14 @@ type Commands interface {
 	DeleteSpace(ctx context.Context, cc commands.Context, id uuid.UUID, expectedVersion int64) (commands.SpaceResult, error)
 	CreateAPIKey(ctx context.Context, cc commands.Context, name string) (commands.APIKeyResult, error)
 	RevokeAPIKey(ctx context.Context, cc commands.Context, id uuid.UUID) (commands.APIKeyResult, error)
+	CreateOrg(ctx context.Context, cc commands.Context, name, slug string) (commands.OrgResult, error)
+	UpdateOrg(ctx context.Context, cc commands.Context, id uuid.UUID, expected int64, name, slug *string) (commands.OrgResult, error)
+	DeleteOrg(ctx context.Context, cc commands.Context, id uuid.UUID, expected int64) (commands.OrgResult, error)
+	Invite(ctx context.Context, cc commands.Context, orgID uuid.UUID, email, role string) (commands.Invitation, error)
+	RevokeInvitation(ctx context.Context, cc commands.Context, orgID, invitationID uuid.UUID) (commands.OrgResult, error)
+	AcceptInvitation(ctx context.Context, cc commands.Context, token string) (commands.OrgResult, error)
+	ChangeMemberRole(ctx context.Context, cc commands.Context, orgID, userID uuid.UUID, role string) (commands.OrgResult, error)
+	RemoveMember(ctx context.Context, cc commands.Context, orgID, userID uuid.UUID) (commands.OrgResult, error)
 }
 
 // Queries is what the API needs of the read models.
@@ -43,6 +51,11 @@ type Queries interface {
 	Space(ctx context.Context, viewer, id uuid.UUID) (projections.SpaceView, error)
 	SpacesOf(ctx context.Context, viewer uuid.UUID, cursor string, limit int) (projections.SpacePage, error)
 	APIKeysOf(ctx context.Context, user uuid.UUID, cursor string, limit int) (projections.APIKeyPage, error)
+	Org(ctx context.Context, viewer, id uuid.UUID) (projections.OrgView, error)
+	OrgsOf(ctx context.Context, user uuid.UUID) ([]projections.OrgView, error)
+	Members(ctx context.Context, viewer, orgID uuid.UUID) ([]projections.MemberView, error)
+	Invitations(ctx context.Context, viewer, orgID uuid.UUID, now time.Time) ([]projections.InvitationView, error)
+	Memberships(ctx context.Context, user uuid.UUID) ([]projections.Membership, error)
 }
 
 // Consistency waits for read models to reach a position.
@@ -129,6 +142,18 @@ func New(d Deps) *Server {
 	v1.PATCH("/spaces/:space_id", s.updateSpace, auth)
 	v1.DELETE("/spaces/:space_id", s.deleteSpace, auth)
 	v1.GET("/spaces/:space_id/history", s.spaceHistory, auth)
+	v1.POST("/orgs", s.createOrg, auth)
+	v1.GET("/orgs", s.listOrgs, auth)
+	v1.GET("/orgs/:org_id", s.getOrg, auth)
+	v1.PATCH("/orgs/:org_id", s.updateOrg, auth)
+	v1.DELETE("/orgs/:org_id", s.deleteOrg, auth)
+	v1.GET("/orgs/:org_id/members", s.listMembers, auth)
+	v1.PATCH("/orgs/:org_id/members/:user_id", s.changeMember, auth)
+	v1.DELETE("/orgs/:org_id/members/:user_id", s.removeMember, auth)
+	v1.POST("/orgs/:org_id/invitations", s.invite, auth)
+	v1.GET("/orgs/:org_id/invitations", s.listInvitations, auth)
+	v1.DELETE("/orgs/:org_id/invitations/:invitation_id", s.revokeInvitation, auth)
+	v1.POST("/invitations/:token/accept", s.acceptInvitation, auth)
 	return s
 }
 

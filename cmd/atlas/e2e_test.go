@@ -258,18 +258,22 @@ func TestEndToEnd(t *testing.T) {
 
 	// A rebuild of each read model, run as the CLI does while the server keeps serving, leaves
 	// byte-identical rows.
+	r = s.do("POST", "/api/v1/orgs", token, map[string]string{"name": "Analytical Engines", "slug": "engines"})
+	expect(t, r, 201, "")
+	expect(t, s.do("POST", "/api/v1/orgs/"+r.json(t)["id"].(string)+"/invitations", token, map[string]string{"email": "charles@example.com"}), 201, "")
 	r = s.do("POST", "/api/v1/me/api-keys", token, map[string]string{"name": "rebuild check"})
 	expect(t, r, 201, "")
 	keyPos := r.json(t)["position"].(string)
-	for _, path := range []string{"/api/v1/spaces", "/api/v1/me/api-keys", "/api/v1/me"} {
+	for _, path := range []string{"/api/v1/spaces", "/api/v1/me/api-keys", "/api/v1/me", "/api/v1/orgs"} {
 		expect(t, s.do("GET", path, token, nil, "X-Consistency-Token", keyPos), 200, "") // every read model is there
 	}
-	order := map[string]string{"users": "id", "spaces": "id", "permissions": "principal_id, permission, resource_id", "api_keys": "id"}
+	order := map[string]string{"users": "id", "spaces": "id", "permissions": "principal_id, permission, resource_id", "api_keys": "id",
+		"orgs": "id", "org_members": "org_id, user_id", "org_invitations": "id"}
 	before := map[string]string{}
 	for table, o := range order {
 		before[table] = dumpOrdered(t, s.app.Pool, table, o)
 	}
-	for _, name := range []string{"users", "spaces", "permissions", "api_keys"} {
+	for _, name := range []string{"users", "spaces", "permissions", "api_keys", "orgs"} {
 		var out, errOut bytes.Buffer
 		if code := run([]string{"projections", "rebuild", name, "--quiet"}, func(k string) string { return s.env[k] }, &out, &errOut); code != 0 {
 			t.Fatalf("rebuild %s exited %d: %s %s", name, code, out.String(), errOut.String())

@@ -82,16 +82,8 @@ func NormalizeEmail(email string) string {
 // broken field. Decide calls it too; callers may call it before hashing the password.
 func ValidateRegister(c Register) error {
 	v := domain.Validation{}
-	email := NormalizeEmail(c.Email)
-	switch {
-	case email == "":
-		v.Add("email", "is required")
-	case len(email) > MaxEmailLength:
-		v.Add("email", "must be at most 254 characters")
-	default:
-		if a, err := mail.ParseAddress(email); err != nil || a.Address != email || a.Name != "" {
-			v.Add("email", "must be a plain address such as ada@example.com")
-		}
+	if msg := CheckEmail(c.Email); msg != "" {
+		v.Add("email", msg)
 	}
 	if msg := ValidateName(c.Name); msg != "" {
 		v.Add("name", msg)
@@ -103,6 +95,21 @@ func ValidateRegister(c Register) error {
 		v.Add("password", "must be at most 1024 characters")
 	}
 	return v.Err()
+}
+
+// CheckEmail returns why email (normalised first) is not an acceptable address, or "".
+func CheckEmail(email string) string {
+	email = NormalizeEmail(email)
+	switch {
+	case email == "":
+		return "is required"
+	case len(email) > MaxEmailLength:
+		return "must be at most 254 characters"
+	}
+	if a, err := mail.ParseAddress(email); err != nil || a.Address != email || a.Name != "" {
+		return "must be a plain address such as ada@example.com"
+	}
+	return ""
 }
 
 // ValidateName returns why name is not acceptable as a display name, or "".
