@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"context"
 	"net/http"
 	"time"
 
@@ -9,6 +10,7 @@ import (
 
 	"github.com/atlas-workspace/atlas/commands"
 	"github.com/atlas-workspace/atlas/domain/org"
+	"github.com/atlas-workspace/atlas/eventstore"
 	"github.com/atlas-workspace/atlas/projections"
 )
 
@@ -108,23 +110,10 @@ func (s *Server) updateOrg(c echo.Context) error {
 }
 
 func (s *Server) deleteOrg(c echo.Context) error {
-	id, err := pathUUID(c, "org_id")
-	if err != nil {
-		return err
-	}
-	expected, err := ifMatch(c)
-	if err != nil {
-		return err
-	}
-	cc, err := commandContext(c, nil)
-	if err != nil {
-		return err
-	}
-	r, err := s.deps.Commands.DeleteOrg(c.Request().Context(), cc, id, expected)
-	if err != nil {
-		return err
-	}
-	return c.JSON(http.StatusOK, map[string]any{"id": id, "position": withPosition(c, r.Position)})
+	return s.deleteByID(c, "org_id", func(ctx context.Context, cc commands.Context, id uuid.UUID, expected int64) (eventstore.Position, error) {
+		r, err := s.deps.Commands.DeleteOrg(ctx, cc, id, expected)
+		return r.Position, err
+	})
 }
 
 func (s *Server) listMembers(c echo.Context) error {

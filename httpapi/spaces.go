@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"strconv"
@@ -12,6 +13,7 @@ import (
 	"github.com/atlas-workspace/atlas/commands"
 	"github.com/atlas-workspace/atlas/domain"
 	"github.com/atlas-workspace/atlas/domain/space"
+	"github.com/atlas-workspace/atlas/eventstore"
 	"github.com/atlas-workspace/atlas/projections"
 )
 
@@ -106,7 +108,16 @@ func (s *Server) updateSpace(c echo.Context) error {
 }
 
 func (s *Server) deleteSpace(c echo.Context) error {
-	id, err := pathUUID(c, "space_id")
+	return s.deleteByID(c, "space_id", func(ctx context.Context, cc commands.Context, id uuid.UUID, expected int64) (eventstore.Position, error) {
+		r, err := s.deps.Commands.DeleteSpace(ctx, cc, id, expected)
+		return r.Position, err
+	})
+}
+
+// deleteByID runs a delete command on the resource named by path parameter param, honouring If-Match,
+// and answers {id, position}.
+func (s *Server) deleteByID(c echo.Context, param string, del func(ctx context.Context, cc commands.Context, id uuid.UUID, expected int64) (eventstore.Position, error)) error {
+	id, err := pathUUID(c, param)
 	if err != nil {
 		return err
 	}
@@ -118,11 +129,11 @@ func (s *Server) deleteSpace(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	r, err := s.deps.Commands.DeleteSpace(c.Request().Context(), cc, id, expected)
+	pos, err := del(c.Request().Context(), cc, id, expected)
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, map[string]any{"id": id, "position": withPosition(c, r.Position)})
+	return c.JSON(http.StatusOK, map[string]any{"id": id, "position": withPosition(c, pos)})
 }
 
 func (s *Server) getSpace(c echo.Context) error {
