@@ -5,7 +5,8 @@
 #   2. Atlas appends of the same shape through the event store (BenchmarkAppend), each configuration
 #      right after its baseline and from the same empty tables, so table and index sizes match;
 #   3. commit-to-read-model lag at a steady command rate (BenchmarkCommitToReadModelLag), in a fresh
-#      database on the same server, measured first while the server is quiet.
+#      database on the same server, measured first while the server is quiet;
+#   4. permission-checked queries over 100,000 spaces and 10,000 users (BenchmarkPermissions).
 # Results go to bench-results/ and a summary to stdout. BENCH_SECONDS sets each measurement's length.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,6 +42,9 @@ echo "INSERT INTO bench_raw $cols VALUES ${rows10%,};" > "$OUT/raw10.sql"
 # a fresh database of its own on the same server.
 go test -run '^$' -bench 'BenchmarkCommitToReadModelLag' -benchtime 1x -timeout 10m ./cmd/atlas/ | tee "$OUT/lag.txt"
 
+# Permission-checked queries over 100,000 spaces and 10,000 users, in a fresh database.
+go test -run '^$' -bench 'BenchmarkPermissions' -benchtime 1x -timeout 10m ./projections/ | tee "$OUT/permissions.txt"
+
 go test -c -o "$OUT/eventstore.test" ./eventstore/
 : > "$OUT/append.txt"
 declare -A RAW ATLAS
@@ -71,4 +75,5 @@ for events in 1 10; do
   done
 done
 grep -E 'Lag' "$OUT/lag.txt" || true
+grep -E 'BenchmarkPermissions' "$OUT/permissions.txt" || true
 } | tee "$OUT/summary.txt"
