@@ -104,7 +104,7 @@ func TestSweepDropsOldSessionsAndIdempotencyKeys(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := h.CreateSpace(ctx, commands.Context{Actor: old.User.ID, IdempotencyKey: "k", RequestHash: []byte("h")}, "S", "s", "private"); err != nil {
+	if _, err := h.CreateSpace(ctx, commands.Context{Actor: old.User.ID, IdempotencyKey: "k", RequestHash: []byte("h")}, nil, "S", "s", "private"); err != nil {
 		t.Fatal(err)
 	}
 	c.Add(commands.SessionRetention + 2*time.Hour) // the session expired an hour after creation

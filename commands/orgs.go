@@ -13,6 +13,7 @@ import (
 
 	"github.com/atlas-workspace/atlas/domain"
 	"github.com/atlas-workspace/atlas/domain/org"
+	"github.com/atlas-workspace/atlas/domain/space"
 	"github.com/atlas-workspace/atlas/domain/user"
 	"github.com/atlas-workspace/atlas/eventstore"
 )
@@ -90,8 +91,6 @@ func (h *Handlers) changeOrgOnce(ctx context.Context, cc Context, id uuid.UUID, 
 		case org.SlugChanged:
 			req.Release = append(req.Release, eventstore.Reservation{Scope: org.SlugScope, Key: e.OldSlug, StreamID: id})
 			req.Claim = append(req.Claim, eventstore.Reservation{Scope: org.SlugScope, Key: e.Slug, StreamID: id})
-		case org.Deleted:
-			req.Release = append(req.Release, eventstore.Reservation{Scope: org.SlugScope, Key: e.Slug, StreamID: id})
 		case org.MemberInvited:
 			req.Claim = append(req.Claim, eventstore.Reservation{Scope: org.InvitationScope, Key: e.TokenHash, StreamID: id})
 		}
@@ -116,11 +115,63 @@ func (h *Handlers) UpdateOrg(ctx context.Context, cc Context, id uuid.UUID, expe
 	})
 }
 
-// DeleteOrg deletes an organization (owners only).
+// DeleteOrg deletes an organization (owners only) and, in the same append, every one of its spaces.
 func (h *Handlers) DeleteOrg(ctx context.Context, cc Context, id uuid.UUID, expected int64) (OrgResult, error) {
-	return h.changeOrg(ctx, cc, id, expected, func(org.State) (any, error) {
-		return org.Delete{Actor: cc.Actor, ExpectedVersion: expected}, nil
-	})
+	for attempt := 1; ; attempt++ {
+		res, err := h.deleteOrgOnce(ctx, cc, id, expected)
+		if expected == 0 && attempt < 3 && errors.Is(err, eventstore.ErrVersionConflict) {
+			continue
+		}
+		return res, err
+	}
+}
+
+func (h *Handlers) deleteOrgOnce(ctx context.Context, cc Context, id uuid.UUID, expected int64) (OrgResult, error) {
+	st, _, err := load(ctx, h.store, id, 0, org.Evolve)
+	if err != nil {
+		return OrgResult{}, err
+	}
+	now := h.now()
+	evs, err := org.Decide(st, org.Delete{Actor: cc.Actor, ExpectedVersion: expected}, now)
+	if err != nil {
+		return OrgResult{}, err
+	}
+	req := eventstore.AppendRequest{
+		Streams:  []eventstore.StreamAppend{{StreamType: org.StreamType, StreamID: id, TenantID: &id, ExpectedVersion: st.Version, Events: evs}},
+		Metadata: cc.metadata(uuid.Must(uuid.NewV7())),
+		Release:  []eventstore.Reservation{{Scope: org.SlugScope, Key: st.Slug, StreamID: id}},
+	}
+	// Every live space of the organization holds a slug reservation under it: delete each with it.
+	scope := space.SlugScope(id)
+	rows, err := h.sessions.Pool.Query(ctx, `SELECT stream_id FROM reservations WHERE scope = $1 ORDER BY stream_id`, scope)
+	if err != nil {
+		return OrgResult{}, err
+	}
+	spaceIDs, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
+	if err != nil {
+		return OrgResult{}, err
+	}
+	for _, sid := range spaceIDs {
+		sst, err := h.Space(ctx, sid, 0)
+		if err != nil {
+			return OrgResult{}, err
+		}
+		sevs, err := space.Decide(sst, space.Delete{Actor: cc.Actor, OrgRole: st.RoleOf(cc.Actor)}, now)
+		if err != nil {
+			return OrgResult{}, fmt.Errorf("delete space %s of the organization: %w", sid, err)
+		}
+		req.Streams = append(req.Streams, eventstore.StreamAppend{StreamType: space.StreamType, StreamID: sid, TenantID: &id,
+			ExpectedVersion: sst.Version, Events: sevs})
+		req.Release = append(req.Release, eventstore.Reservation{Scope: scope, Key: sst.Slug, StreamID: sid})
+	}
+	res, err := h.store.Append(ctx, req)
+	if err != nil {
+		return OrgResult{}, fmt.Errorf("delete organization %s: %w", id, err)
+	}
+	for _, e := range evs {
+		st = org.Evolve(st, e)
+	}
+	return OrgResult{Org: st, Position: res.Position}, nil
 }
 
 // Invitation is the result of Invite: the token is shown once.

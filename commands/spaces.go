@@ -24,43 +24,76 @@ func (h *Handlers) Space(ctx context.Context, id uuid.UUID, maxVersion int64) (s
 	return st, err
 }
 
-// CreateSpace creates a personal space owned by cc.Actor. Errors: CodeInvalid, CodeConflict when the
-// slug is taken among the owner's spaces.
-func (h *Handlers) CreateSpace(ctx context.Context, cc Context, name, slug, visibility string) (SpaceResult, error) {
+// CreateSpace creates a space: cc.Actor's own, or, with orgID, one of that organization (its owners and
+// admins only). Errors: CodeInvalid, CodeNotFound (no such organization for the actor), CodeForbidden
+// (an organization member below admin), CodeConflict when the slug is taken among the owner's spaces.
+func (h *Handlers) CreateSpace(ctx context.Context, cc Context, orgID *uuid.UUID, name, slug, visibility string) (SpaceResult, error) {
 	if prev, ok, err := h.replay(ctx, cc); err != nil || ok {
 		return h.spaceReplay(ctx, prev, err)
 	}
 	id := uuid.Must(uuid.NewV7())
-	evs, err := space.Decide(space.State{}, space.Create{Actor: cc.Actor, SpaceID: id, Name: name, Slug: slug, Visibility: visibility}, h.now())
+	owner, orgRole := cc.Actor, ""
+	if orgID != nil {
+		o, err := h.Org(ctx, *orgID)
+		if err != nil {
+			return SpaceResult{}, err
+		}
+		if o.Exists() {
+			orgRole = o.RoleOf(cc.Actor)
+		}
+		owner = *orgID
+	}
+	evs, err := space.Decide(space.State{}, space.Create{Actor: cc.Actor, OrgID: orgID, OrgRole: orgRole, SpaceID: id, Name: name, Slug: slug, Visibility: visibility}, h.now())
 	if err != nil {
 		return SpaceResult{}, err
 	}
-	tenant := cc.Actor
 	res, prev, err := h.appendIdempotent(ctx, cc, id, eventstore.AppendRequest{
-		Streams:  []eventstore.StreamAppend{{StreamType: space.StreamType, StreamID: id, TenantID: &tenant, Events: evs}},
+		Streams:  []eventstore.StreamAppend{{StreamType: space.StreamType, StreamID: id, TenantID: &owner, Events: evs}},
 		Metadata: cc.metadata(uuid.Must(uuid.NewV7())),
-		Claim:    []eventstore.Reservation{{Scope: space.SlugScope(cc.Actor), Key: slug, StreamID: id}},
+		Claim:    []eventstore.Reservation{{Scope: space.SlugScope(owner), Key: slug, StreamID: id}},
 	})
 	return h.spaceOutcome(ctx, space.State{}, evs, res, prev, err)
+}
+
+// SpaceFor loads a space and the role viewer holds in its organization ("" for none, or for a
+// personal space), for authorizing reads that go to the log (history, as_of).
+func (h *Handlers) SpaceFor(ctx context.Context, viewer, id uuid.UUID) (space.State, string, error) {
+	st, err := h.Space(ctx, id, 0)
+	if err != nil || st.OrgID == nil {
+		return st, "", err
+	}
+	role, err := h.orgRole(ctx, *st.OrgID, viewer)
+	return st, role, err
+}
+
+func (h *Handlers) orgRole(ctx context.Context, orgID, user uuid.UUID) (string, error) {
+	o, err := h.Org(ctx, orgID)
+	if err != nil || !o.Exists() {
+		return "", err
+	}
+	return o.RoleOf(user), nil
 }
 
 // UpdateSpace applies a partial update. Errors: CodeNotFound, CodeForbidden, CodeInvalid,
 // CodeVersionConflict (stale expected version or a concurrent writer), CodeConflict (slug taken).
 func (h *Handlers) UpdateSpace(ctx context.Context, cc Context, id uuid.UUID, u space.Update) (SpaceResult, error) {
-	return h.changeSpace(ctx, cc, id, u.ExpectedVersion, func(s space.State) any { u.Actor = cc.Actor; return u })
+	return h.changeSpace(ctx, cc, id, u.ExpectedVersion, func(_ space.State, orgRole string) any {
+		u.Actor, u.OrgRole = cc.Actor, orgRole
+		return u
+	})
 }
 
 // DeleteSpace deletes a space. Errors: CodeNotFound, CodeForbidden, CodeVersionConflict, CodeConflict
 // (the personal space).
 func (h *Handlers) DeleteSpace(ctx context.Context, cc Context, id uuid.UUID, expectedVersion int64) (SpaceResult, error) {
-	return h.changeSpace(ctx, cc, id, expectedVersion, func(space.State) any {
-		return space.Delete{Actor: cc.Actor, ExpectedVersion: expectedVersion}
+	return h.changeSpace(ctx, cc, id, expectedVersion, func(_ space.State, orgRole string) any {
+		return space.Delete{Actor: cc.Actor, OrgRole: orgRole, ExpectedVersion: expectedVersion}
 	})
 }
 
 // changeSpace loads, decides and appends. Without an expected version from the caller (no If-Match),
 // a concurrent writer's win is not the caller's conflict: it reloads and decides again, a few times.
-func (h *Handlers) changeSpace(ctx context.Context, cc Context, id uuid.UUID, expected int64, command func(space.State) any) (SpaceResult, error) {
+func (h *Handlers) changeSpace(ctx context.Context, cc Context, id uuid.UUID, expected int64, command func(space.State, string) any) (SpaceResult, error) {
 	if prev, ok, err := h.replay(ctx, cc); err != nil || ok {
 		return h.spaceReplay(ctx, prev, err)
 	}
@@ -74,12 +107,18 @@ func (h *Handlers) changeSpace(ctx context.Context, cc Context, id uuid.UUID, ex
 	}
 }
 
-func (h *Handlers) changeSpaceOnce(ctx context.Context, cc Context, id uuid.UUID, command func(space.State) any) (SpaceResult, error) {
+func (h *Handlers) changeSpaceOnce(ctx context.Context, cc Context, id uuid.UUID, command func(space.State, string) any) (SpaceResult, error) {
 	st, last, err := load(ctx, h.store, id, 0, space.Evolve)
 	if err != nil {
 		return SpaceResult{}, err
 	}
-	evs, err := space.Decide(st, command(st), h.now())
+	orgRole := ""
+	if st.OrgID != nil {
+		if orgRole, err = h.orgRole(ctx, *st.OrgID, cc.Actor); err != nil {
+			return SpaceResult{}, err
+		}
+	}
+	evs, err := space.Decide(st, command(st, orgRole), h.now())
 	if err != nil {
 		return SpaceResult{}, err
 	}
@@ -87,11 +126,12 @@ func (h *Handlers) changeSpaceOnce(ctx context.Context, cc Context, id uuid.UUID
 		// Nothing changed: no event; the token is that of the space's latest event.
 		return SpaceResult{Space: st, Position: last}, nil
 	}
+	tenant := st.Owner()
 	req := eventstore.AppendRequest{
-		Streams:  []eventstore.StreamAppend{{StreamType: space.StreamType, StreamID: id, TenantID: st.OwnerUserID, ExpectedVersion: st.Version, Events: evs}},
+		Streams:  []eventstore.StreamAppend{{StreamType: space.StreamType, StreamID: id, TenantID: &tenant, ExpectedVersion: st.Version, Events: evs}},
 		Metadata: cc.metadata(uuid.Must(uuid.NewV7())),
 	}
-	scope := space.SlugScope(*st.OwnerUserID)
+	scope := space.SlugScope(tenant)
 	for _, e := range evs {
 		switch e := e.(type) {
 		case space.SlugChanged:

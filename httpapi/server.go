@@ -30,7 +30,8 @@ type Commands interface {
 	Authenticate(ctx context.Context, token string) (uuid.UUID, error)
 	User(ctx context.Context, id uuid.UUID) (user.State, error)
 	Space(ctx context.Context, id uuid.UUID, maxVersion int64) (space.State, error)
-	CreateSpace(ctx context.Context, cc commands.Context, name, slug, visibility string) (commands.SpaceResult, error)
+	CreateSpace(ctx context.Context, cc commands.Context, orgID *uuid.UUID, name, slug, visibility string) (commands.SpaceResult, error)
+	SpaceFor(ctx context.Context, viewer, id uuid.UUID) (space.State, string, error)
 	UpdateSpace(ctx context.Context, cc commands.Context, id uuid.UUID, u space.Update) (commands.SpaceResult, error)
 	DeleteSpace(ctx context.Context, cc commands.Context, id uuid.UUID, expectedVersion int64) (commands.SpaceResult, error)
 	CreateAPIKey(ctx context.Context, cc commands.Context, name string) (commands.APIKeyResult, error)
@@ -49,7 +50,7 @@ type Commands interface {
 type Queries interface {
 	User(ctx context.Context, id uuid.UUID) (projections.UserView, error)
 	Space(ctx context.Context, viewer, id uuid.UUID) (projections.SpaceView, error)
-	SpacesOf(ctx context.Context, viewer uuid.UUID, cursor string, limit int) (projections.SpacePage, error)
+	SpacesOf(ctx context.Context, viewer uuid.UUID, orgID *uuid.UUID, cursor string, limit int) (projections.SpacePage, error)
 	APIKeysOf(ctx context.Context, user uuid.UUID, cursor string, limit int) (projections.APIKeyPage, error)
 	Org(ctx context.Context, viewer, id uuid.UUID) (projections.OrgView, error)
 	OrgsOf(ctx context.Context, user uuid.UUID) ([]projections.OrgView, error)

@@ -59,10 +59,6 @@ func (s *Server) createSpace(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	if in.OrgID != nil {
-		// Organizations arrive with their own issue; until then no organization exists to own a space.
-		return domain.Errorf(domain.CodeNotFound, "organization %s not found", in.OrgID)
-	}
 	if in.Visibility == "" {
 		in.Visibility = space.Private
 	}
@@ -70,7 +66,7 @@ func (s *Server) createSpace(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	r, err := s.deps.Commands.CreateSpace(c.Request().Context(), cc, in.Name, in.Slug, in.Visibility)
+	r, err := s.deps.Commands.CreateSpace(c.Request().Context(), cc, in.OrgID, in.Name, in.Slug, in.Visibility)
 	if err != nil {
 		return err
 	}
@@ -165,11 +161,11 @@ func (s *Server) spaceAsOf(c echo.Context, id uuid.UUID, asOf string) error {
 		return v.Err()
 	}
 	ctx := c.Request().Context()
-	now, err := s.deps.Commands.Space(ctx, id, 0)
+	now, orgRole, err := s.deps.Commands.SpaceFor(ctx, userID(c), id)
 	if err != nil {
 		return err
 	}
-	if !now.CanRead(userID(c)) {
+	if !now.CanRead(userID(c), orgRole) {
 		return domain.Errorf(domain.CodeNotFound, "space not found")
 	}
 	recs, err := s.deps.Log.ReadStream(ctx, id, 0)
@@ -200,17 +196,18 @@ func (s *Server) listSpaces(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	if org := c.QueryParam("org_id"); org != "" {
-		if _, err := uuid.Parse(org); err != nil {
-			return domain.Errorf(domain.CodeBadRequest, "org_id %q is not a UUID", org)
+	var orgID *uuid.UUID
+	if raw := c.QueryParam("org_id"); raw != "" {
+		id, err := uuid.Parse(raw)
+		if err != nil {
+			return domain.Errorf(domain.CodeBadRequest, "org_id %q is not a UUID", raw)
 		}
-		// No organization exists before the organizations issue lands, so the caller reads none.
-		return c.JSON(http.StatusOK, pageDTO[spaceDTO]{Items: []spaceDTO{}})
+		orgID = &id
 	}
 	if err := s.consistent(c, projections.SpacesProjector, projections.PermissionsProjector); err != nil {
 		return err
 	}
-	page, err := s.deps.Queries.SpacesOf(c.Request().Context(), userID(c), c.QueryParam("cursor"), limit)
+	page, err := s.deps.Queries.SpacesOf(c.Request().Context(), userID(c), orgID, c.QueryParam("cursor"), limit)
 	if err != nil {
 		return err
 	}
@@ -249,11 +246,11 @@ func (s *Server) spaceHistory(c echo.Context) error {
 		}
 	}
 	ctx := c.Request().Context()
-	st, err := s.deps.Commands.Space(ctx, id, 0)
+	st, orgRole, err := s.deps.Commands.SpaceFor(ctx, userID(c), id)
 	if err != nil {
 		return err
 	}
-	if !st.CanRead(userID(c)) {
+	if !st.CanRead(userID(c), orgRole) {
 		return domain.Errorf(domain.CodeNotFound, "space not found")
 	}
 	recs, err := s.deps.Log.ReadStream(ctx, id, 0)

@@ -89,7 +89,7 @@ func BenchmarkPermissions(b *testing.B) {
 			return nil
 		})
 		l50, l99 := measure(func(int) error {
-			page, err := q.SpacesOf(ctx, userIDs[rand.IntN(heavy)], "", 50)
+			page, err := q.SpacesOf(ctx, userIDs[rand.IntN(heavy)], nil, "", 50)
 			if err == nil && len(page.Items) != 50 {
 				b.Fatalf("a page of %d, want 50", len(page.Items))
 			}

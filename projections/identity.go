@@ -151,9 +151,9 @@ type SpacePage struct {
 	NextCursor *string
 }
 
-// SpacesOf lists the spaces viewer may read in their own name, oldest first, limit per page, after cursor ("" for the first
+// SpacesOf lists the spaces viewer may read in their own name (only those of orgID when it is given), oldest first, limit per page, after cursor ("" for the first
 // page). A malformed cursor is CodeBadRequest.
-func (q *Queries) SpacesOf(ctx context.Context, viewer uuid.UUID, cursor string, limit int) (SpacePage, error) {
+func (q *Queries) SpacesOf(ctx context.Context, viewer uuid.UUID, orgID *uuid.UUID, cursor string, limit int) (SpacePage, error) {
 	after, err := parseCursor(cursor)
 	if err != nil {
 		return SpacePage{}, err
@@ -164,7 +164,8 @@ func (q *Queries) SpacesOf(ctx context.Context, viewer uuid.UUID, cursor string,
 	rows, err := q.pool.Query(ctx, `SELECT `+prefixed("s.", spaceColumns)+` FROM permissions p
 		JOIN spaces s ON s.id = p.resource_id
 		WHERE p.principal_id = $1 AND p.permission = 'read' AND p.resource_id > $2
-		ORDER BY p.resource_id LIMIT $3`, viewer, after, limit+1)
+		  AND ($4::uuid IS NULL OR s.org_id = $4)
+		ORDER BY p.resource_id LIMIT $3`, viewer, after, limit+1, orgID)
 	if err != nil {
 		return SpacePage{}, fmt.Errorf("list spaces: %w", err)
 	}

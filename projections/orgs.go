@@ -112,33 +112,32 @@ func orgPermissions(role string) []string {
 }
 
 // orgPermissionHandlers are the permission projector's handlers for organization events.
-func orgPermissionHandlers(grant func(ctx context.Context, tx pgx.Tx, principal, resource uuid.UUID, typ string, perms ...string) error) map[string]Handler {
-	setRole := func(ctx context.Context, tx pgx.Tx, orgID, user uuid.UUID, role string) error {
-		if _, err := tx.Exec(ctx, `DELETE FROM permissions WHERE principal_id = $1 AND resource_id = $2`, user, orgID); err != nil {
-			return err
-		}
-		return grant(ctx, tx, user, orgID, "org", orgPermissions(role)...)
-	}
+func orgPermissionHandlers() map[string]Handler {
 	return map[string]Handler{
 		org.EventCreated: func(ctx context.Context, tx pgx.Tx, r eventstore.Record) error {
 			e := r.Event.(org.Created)
-			return setRole(ctx, tx, e.OrgID, e.OwnerID, org.Owner)
+			return syncOrgMember(ctx, tx, e.OrgID, e.OwnerID, org.Owner)
 		},
 		org.EventMemberJoined: func(ctx context.Context, tx pgx.Tx, r eventstore.Record) error {
 			e := r.Event.(org.MemberJoined)
-			return setRole(ctx, tx, e.OrgID, e.UserID, e.Role)
+			return syncOrgMember(ctx, tx, e.OrgID, e.UserID, e.Role)
 		},
 		org.EventMemberRoleChanged: func(ctx context.Context, tx pgx.Tx, r eventstore.Record) error {
 			e := r.Event.(org.MemberRoleChanged)
-			return setRole(ctx, tx, e.OrgID, e.UserID, e.Role)
+			return syncOrgMember(ctx, tx, e.OrgID, e.UserID, e.Role)
 		},
 		org.EventMemberRemoved: func(ctx context.Context, tx pgx.Tx, r eventstore.Record) error {
 			e := r.Event.(org.MemberRemoved)
-			return setRole(ctx, tx, e.OrgID, e.UserID, "")
+			return syncOrgMember(ctx, tx, e.OrgID, e.UserID, "")
 		},
 		org.EventDeleted: func(ctx context.Context, tx pgx.Tx, r eventstore.Record) error {
-			_, err := tx.Exec(ctx, `DELETE FROM permissions WHERE resource_id = $1`, r.StreamID)
-			return err
+			// The organization's spaces are deleted by their own events, appended with this one.
+			for _, q := range []string{`DELETE FROM permissions WHERE resource_id = $1`, `DELETE FROM perm_org_members WHERE org_id = $1`} {
+				if _, err := tx.Exec(ctx, q, r.StreamID); err != nil {
+					return err
+				}
+			}
+			return nil
 		},
 	}
 }

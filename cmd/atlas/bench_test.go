@@ -47,7 +47,7 @@ func BenchmarkCommitToReadModelLag(b *testing.B) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				res, err := app.Commands.CreateSpace(ctx, cc, "Lag", slug, "private")
+				res, err := app.Commands.CreateSpace(ctx, cc, nil, "Lag", slug, "private")
 				if err != nil {
 					b.Error(err)
 					return

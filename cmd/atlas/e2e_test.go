@@ -260,7 +260,9 @@ func TestEndToEnd(t *testing.T) {
 	// byte-identical rows.
 	r = s.do("POST", "/api/v1/orgs", token, map[string]string{"name": "Analytical Engines", "slug": "engines"})
 	expect(t, r, 201, "")
-	expect(t, s.do("POST", "/api/v1/orgs/"+r.json(t)["id"].(string)+"/invitations", token, map[string]string{"email": "charles@example.com"}), 201, "")
+	engines := r.json(t)["id"].(string)
+	expect(t, s.do("POST", "/api/v1/orgs/"+engines+"/invitations", token, map[string]string{"email": "charles@example.com"}), 201, "")
+	expect(t, s.do("POST", "/api/v1/spaces", token, map[string]any{"org_id": engines, "name": "Notes", "slug": "notes", "visibility": "public"}), 201, "")
 	r = s.do("POST", "/api/v1/me/api-keys", token, map[string]string{"name": "rebuild check"})
 	expect(t, r, 201, "")
 	keyPos := r.json(t)["position"].(string)
@@ -268,7 +270,8 @@ func TestEndToEnd(t *testing.T) {
 		expect(t, s.do("GET", path, token, nil, "X-Consistency-Token", keyPos), 200, "") // every read model is there
 	}
 	order := map[string]string{"users": "id", "spaces": "id", "permissions": "principal_id, permission, resource_id", "api_keys": "id",
-		"orgs": "id", "org_members": "org_id, user_id", "org_invitations": "id"}
+		"orgs": "id", "org_members": "org_id, user_id", "org_invitations": "id",
+		"perm_org_members": "org_id, user_id", "perm_org_spaces": "space_id"}
 	before := map[string]string{}
 	for table, o := range order {
 		before[table] = dumpOrdered(t, s.app.Pool, table, o)

@@ -24,7 +24,7 @@ func TestRebuildResumesAfterInterruption(t *testing.T) {
 	}
 	var last commands.SpaceResult
 	for i := 0; i < 40; i++ {
-		if last, err = app.Commands.CreateSpace(ctx, commands.Context{Actor: reg.User.ID}, "S", fmt.Sprintf("s%d", i), "private"); err != nil {
+		if last, err = app.Commands.CreateSpace(ctx, commands.Context{Actor: reg.User.ID}, nil, "S", fmt.Sprintf("s%d", i), "private"); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/atlas-workspace/atlas/domain"
+	"github.com/atlas-workspace/atlas/domain/org"
 )
 
 // StreamType names the event streams of spaces.
@@ -112,21 +113,38 @@ type State struct {
 // Exists reports whether the space was created and not deleted.
 func (s State) Exists() bool { return s.Version > 0 && !s.Deleted }
 
-// CanManage reports whether actor may change or delete the space. Organization spaces are managed
-// through organization roles, which the organizations issue brings; until then only owners of personal
-// spaces manage them.
-func (s State) CanManage(actor uuid.UUID) bool {
+// CanManage reports whether actor may change or delete the space: the owner of a personal space; the
+// owners and admins of an organization space's organization (orgRole is the actor's role there, "" for
+// none).
+func (s State) CanManage(actor uuid.UUID, orgRole string) bool {
+	if s.OrgID != nil {
+		return org.Rank(orgRole) >= org.Rank(org.Admin)
+	}
 	return s.OwnerUserID != nil && *s.OwnerUserID == actor
 }
 
-// CanRead reports whether actor may read the space: its owner, or anyone signed in when it is public.
-func (s State) CanRead(actor uuid.UUID) bool {
-	return s.Exists() && (s.CanManage(actor) || s.Visibility == Public)
+// CanRead reports whether actor may read the space: whoever may manage it; for a public personal
+// space anyone signed in (who has the link); for a public organization space the organization's
+// members.
+func (s State) CanRead(actor uuid.UUID, orgRole string) bool {
+	if !s.Exists() {
+		return false
+	}
+	if s.CanManage(actor, orgRole) {
+		return true
+	}
+	if s.Visibility != Public {
+		return false
+	}
+	return s.OrgID == nil || orgRole != ""
 }
 
-// Create asks for a new personal space owned by Actor.
+// Create asks for a new space: a personal one owned by Actor, or, with OrgID, one of that
+// organization, in which Actor has OrgRole ("" for none).
 type Create struct {
 	Actor      uuid.UUID
+	OrgID      *uuid.UUID
+	OrgRole    string
 	SpaceID    uuid.UUID
 	Personal   bool
 	Name       string
@@ -138,6 +156,7 @@ type Create struct {
 // equal the space's version.
 type Update struct {
 	Actor           uuid.UUID
+	OrgRole         string // the actor's role in the space's organization, "" for none
 	ExpectedVersion int64
 	Name            *string
 	Slug            *string
@@ -147,6 +166,7 @@ type Update struct {
 // Delete asks to delete a space and its content.
 type Delete struct {
 	Actor           uuid.UUID
+	OrgRole         string // the actor's role in the space's organization, "" for none
 	ExpectedVersion int64
 }
 
@@ -189,11 +209,21 @@ func Decide(s State, cmd any, now time.Time) ([]domain.Event, error) {
 		if err := v.Err(); err != nil {
 			return nil, err
 		}
+		if c.OrgID != nil {
+			switch {
+			case c.OrgRole == "":
+				return nil, domain.Errorf(domain.CodeNotFound, "organization not found")
+			case org.Rank(c.OrgRole) < org.Rank(org.Admin):
+				return nil, domain.Errorf(domain.CodeForbidden, "only the organization's owners and admins create its spaces")
+			}
+			return []domain.Event{Created{SpaceID: c.SpaceID, OrgID: c.OrgID, Name: strings.TrimSpace(c.Name), Slug: c.Slug,
+				Visibility: c.Visibility, CreatedAt: now}}, nil
+		}
 		owner := c.Actor
 		return []domain.Event{Created{SpaceID: c.SpaceID, OwnerUserID: &owner, Personal: c.Personal,
 			Name: strings.TrimSpace(c.Name), Slug: c.Slug, Visibility: c.Visibility, CreatedAt: now}}, nil
 	case Update:
-		if err := s.authorize(c.Actor, c.ExpectedVersion); err != nil {
+		if err := s.authorize(c.Actor, c.OrgRole, c.ExpectedVersion); err != nil {
 			return nil, err
 		}
 		v := domain.Validation{}
@@ -224,7 +254,7 @@ func Decide(s State, cmd any, now time.Time) ([]domain.Event, error) {
 		}
 		return evs, nil
 	case Delete:
-		if err := s.authorize(c.Actor, c.ExpectedVersion); err != nil {
+		if err := s.authorize(c.Actor, c.OrgRole, c.ExpectedVersion); err != nil {
 			return nil, err
 		}
 		if s.Personal {
@@ -236,12 +266,12 @@ func Decide(s State, cmd any, now time.Time) ([]domain.Event, error) {
 	}
 }
 
-func (s State) authorize(actor uuid.UUID, expected int64) error {
-	if !s.CanRead(actor) {
+func (s State) authorize(actor uuid.UUID, orgRole string, expected int64) error {
+	if !s.CanRead(actor, orgRole) {
 		return domain.Errorf(domain.CodeNotFound, "space not found")
 	}
-	if !s.CanManage(actor) {
-		return domain.Errorf(domain.CodeForbidden, "only the space's owner may change it")
+	if !s.CanManage(actor, orgRole) {
+		return domain.Errorf(domain.CodeForbidden, "only the space's owner, or its organization's owners and admins, may change it")
 	}
 	if expected > 0 && expected != s.Version {
 		return domain.Errorf(domain.CodeVersionConflict, "space is at version %d, not %d", s.Version, expected)
@@ -269,5 +299,16 @@ func Evolve(s State, e domain.Event) State {
 	return s
 }
 
-// SlugScope is the reservation scope that keeps slugs unique per owner.
+// SlugScope is the reservation scope that keeps slugs unique per owner (a user or an organization).
 func SlugScope(owner uuid.UUID) string { return "space.slug:" + owner.String() }
+
+// Owner returns the id slugs are unique under: the organization, or the owning user.
+func (s State) Owner() uuid.UUID {
+	if s.OrgID != nil {
+		return *s.OrgID
+	}
+	if s.OwnerUserID != nil {
+		return *s.OwnerUserID
+	}
+	return uuid.Nil
+}

@@ -91,11 +91,11 @@ func TestEvolve(t *testing.T) {
 	if s.Name != "New" || s.Slug != "lab" || s.Visibility != "public" || s.Version != 4 || !s.UpdatedAt.Equal(later) || !s.CreatedAt.Equal(now) {
 		t.Fatalf("state = %+v", s)
 	}
-	if !s.CanRead(other) || s.CanManage(other) || !s.CanManage(owner) {
+	if !s.CanRead(other, "") || s.CanManage(other, "") || !s.CanManage(owner, "") {
 		t.Fatal("a public space is readable by others and managed by its owner only")
 	}
 	s = space.Evolve(s, space.Deleted{SpaceID: id, DeletedAt: later})
-	if s.Exists() || s.CanRead(owner) {
+	if s.Exists() || s.CanRead(owner, "") {
 		t.Fatal("a deleted space does not exist")
 	}
 }
