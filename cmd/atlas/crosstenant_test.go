@@ -1,0 +1,132 @@
+package main
+
+import (
+	"testing"
+)
+
+// The cross-tenant suite: two organizations with their own members, spaces, invitations and keys,
+// and an outsider. For every route that takes an id, another tenant and the outsider get 404 (never
+// a hint that the resource exists), including routes whose parent is the caller's own and whose child
+// is theirs. Later capabilities extend the route list.
+func TestCrossTenantIsolation(t *testing.T) {
+	s := startServer(t)
+	type tenant struct {
+		owner, member            string // tokens
+		ownerID, memberID        string
+		org, space, personal     string
+		invitation, invitationTk string
+		key                      string
+	}
+	mk := func(name string) tenant {
+		var tn tenant
+		tn.owner, tn.ownerID, tn.personal = s.register(name+"-owner@tenant.test", name+" owner")
+		tn.member, tn.memberID, _ = s.register(name+"-member@tenant.test", name+" member")
+		r := s.do("POST", "/api/v1/orgs", tn.owner, map[string]string{"name": name, "slug": name})
+		expect(t, r, 201, "")
+		tn.org = r.json(t)["id"].(string)
+		r = s.do("POST", "/api/v1/orgs/"+tn.org+"/invitations", tn.owner, map[string]string{"email": name + "-member@tenant.test"})
+		expect(t, r, 201, "")
+		expect(t, s.do("POST", "/api/v1/invitations/"+r.json(t)["token"].(string)+"/accept", tn.member, nil), 200, "")
+		r = s.do("POST", "/api/v1/spaces", tn.owner, map[string]any{"org_id": tn.org, "name": "Secret", "slug": "secret", "visibility": "public"})
+		expect(t, r, 201, "")
+		tn.space = r.json(t)["id"].(string)
+		r = s.do("POST", "/api/v1/orgs/"+tn.org+"/invitations", tn.owner, map[string]string{"email": "pending@" + name + ".test"})
+		expect(t, r, 201, "")
+		tn.invitation, tn.invitationTk = r.json(t)["id"].(string), r.json(t)["token"].(string)
+		r = s.do("POST", "/api/v1/me/api-keys", tn.owner, map[string]string{"name": "key"})
+		expect(t, r, 201, "")
+		tn.key = r.json(t)["id"].(string)
+		return tn
+	}
+	a, b := mk("alpha"), mk("beta")
+	outsider, _, _ := s.register("outsider@nowhere.test", "Outsider")
+	// Every read model has caught up with everything above.
+	r := s.do("POST", "/api/v1/spaces", outsider, map[string]string{"name": "Mine", "slug": "mine"})
+	expect(t, r, 201, "")
+	pos := r.json(t)["position"].(string)
+
+	type route struct {
+		method, path string
+		body         any
+		// asMember is the status when the caller is a plain member of the parent organization (theirs
+		// or, for swapped parents, their own, where a member may not manage); 0 means 404.
+		asMember int
+	}
+	routes := func(their tenant, mine tenant) []route {
+		return []route{
+			{"GET", "/api/v1/spaces/" + their.space, nil, 0},
+			{"GET", "/api/v1/spaces/" + their.personal, nil, 0},
+			{"GET", "/api/v1/spaces/" + their.space + "/history", nil, 0},
+			{"GET", "/api/v1/spaces/" + their.space + "?as_of=2030-01-01T00:00:00Z", nil, 0},
+			{"PATCH", "/api/v1/spaces/" + their.space, map[string]string{"name": "x"}, 0},
+			{"DELETE", "/api/v1/spaces/" + their.space, nil, 0},
+			{"GET", "/api/v1/orgs/" + their.org, nil, 0},
+			{"PATCH", "/api/v1/orgs/" + their.org, map[string]string{"name": "x"}, 0},
+			{"DELETE", "/api/v1/orgs/" + their.org, nil, 0},
+			{"GET", "/api/v1/orgs/" + their.org + "/members", nil, 0},
+			{"PATCH", "/api/v1/orgs/" + their.org + "/members/" + their.memberID, map[string]string{"role": "admin"}, 0},
+			{"DELETE", "/api/v1/orgs/" + their.org + "/members/" + their.memberID, nil, 0},
+			{"GET", "/api/v1/orgs/" + their.org + "/invitations", nil, 0},
+			{"POST", "/api/v1/orgs/" + their.org + "/invitations", map[string]string{"email": "spy@x.test"}, 0},
+			{"DELETE", "/api/v1/orgs/" + their.org + "/invitations/" + their.invitation, nil, 0},
+			{"DELETE", "/api/v1/me/api-keys/" + their.key, nil, 0},
+			// Swapped parents: my organization, their child.
+			{"PATCH", "/api/v1/orgs/" + mine.org + "/members/" + their.memberID, map[string]string{"role": "admin"}, 403},
+			{"DELETE", "/api/v1/orgs/" + mine.org + "/members/" + their.memberID, nil, 0},
+			{"DELETE", "/api/v1/orgs/" + mine.org + "/invitations/" + their.invitation, nil, 403},
+		}
+	}
+	for _, c := range []struct {
+		who, token string
+		member     bool
+	}{
+		{"alpha's owner", a.owner, false},
+		{"alpha's member", a.member, true},
+	} {
+		for _, rt := range routes(b, a) {
+			want := 404
+			if c.member && rt.asMember != 0 {
+				want = rt.asMember
+			}
+			r := s.do(rt.method, rt.path, c.token, rt.body, "X-Consistency-Token", pos)
+			if r.status != want {
+				t.Errorf("%s: %s %s = %d %s, want %d", c.who, rt.method, rt.path, r.status, r.body, want)
+			}
+		}
+	}
+	// The outsider has no organization: every route on either tenant is 404.
+	for _, their := range []tenant{a, b} {
+		for _, rt := range routes(their, their)[:16] { // all but the swapped-parent routes
+			r := s.do(rt.method, rt.path, outsider, rt.body, "X-Consistency-Token", pos)
+			if r.status != 404 {
+				t.Errorf("outsider: %s %s = %d %s, want 404", rt.method, rt.path, r.status, r.body)
+			}
+		}
+	}
+	// Another tenant's invitation token is for another email: refused, and nothing joins.
+	expect(t, s.do("POST", "/api/v1/invitations/"+b.invitationTk+"/accept", a.owner, nil), 409, "conflict")
+	// Lists never mix tenants.
+	for _, c := range []struct{ token, org string }{{a.owner, b.org}, {outsider, a.org}} {
+		r := s.do("GET", "/api/v1/spaces?org_id="+c.org, c.token, nil, "X-Consistency-Token", pos)
+		if n := len(r.json(t)["items"].([]any)); n != 0 {
+			t.Errorf("a stranger lists %d spaces of %s", n, c.org)
+		}
+	}
+	r = s.do("GET", "/api/v1/orgs", a.owner, nil, "X-Consistency-Token", pos)
+	if items := r.json(t)["items"].([]any); len(items) != 1 || items[0].(map[string]any)["id"] != a.org {
+		t.Errorf("alpha's owner lists %s", r.body)
+	}
+	r = s.do("GET", "/api/v1/me/api-keys", a.owner, nil, "X-Consistency-Token", pos)
+	if items := r.json(t)["items"].([]any); len(items) != 1 || items[0].(map[string]any)["id"] != a.key {
+		t.Errorf("alpha's owner lists keys %s", r.body)
+	}
+	// Nothing of beta changed.
+	r = s.do("GET", "/api/v1/orgs/"+b.org+"/members", b.owner, nil, "X-Consistency-Token", pos)
+	if n := len(r.json(t)["items"].([]any)); n != 2 {
+		t.Errorf("beta has %d members after the attempts, want 2", n)
+	}
+	r = s.do("GET", "/api/v1/spaces/"+b.space+"/history", b.owner, nil)
+	if n := len(r.json(t)["items"].([]any)); n != 1 {
+		t.Errorf("beta's space has %d events after the attempts, want 1", n)
+	}
+}
