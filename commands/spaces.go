@@ -173,3 +173,33 @@ func (h *Handlers) spaceReplay(ctx context.Context, prev eventstore.IdempotentRe
 	}
 	return SpaceResult{Space: st, Position: prev.Position}, nil
 }
+
+// AddSpaceMember gives userID a role (editor or viewer) in a space; managers of the space only. For an
+// organization space the user must belong to the organization.
+func (h *Handlers) AddSpaceMember(ctx context.Context, cc Context, id, userID uuid.UUID, role string) (SpaceResult, error) {
+	target, err := h.User(ctx, userID)
+	if err != nil {
+		return SpaceResult{}, err
+	}
+	return h.changeSpace(ctx, cc, id, 0, func(st space.State, orgRole string) any {
+		targetOrgRole := ""
+		if st.OrgID != nil {
+			targetOrgRole, _ = h.orgRole(ctx, *st.OrgID, userID)
+		}
+		return space.AddMember{Actor: cc.Actor, OrgRole: orgRole, UserID: userID, Role: role, UserExists: target.Exists(), UserOrgRole: targetOrgRole}
+	})
+}
+
+// ChangeSpaceMember gives a space member a new role.
+func (h *Handlers) ChangeSpaceMember(ctx context.Context, cc Context, id, userID uuid.UUID, role string) (SpaceResult, error) {
+	return h.changeSpace(ctx, cc, id, 0, func(_ space.State, orgRole string) any {
+		return space.ChangeMember{Actor: cc.Actor, OrgRole: orgRole, UserID: userID, Role: role}
+	})
+}
+
+// RemoveSpaceMember removes a space member (or lets a member leave).
+func (h *Handlers) RemoveSpaceMember(ctx context.Context, cc Context, id, userID uuid.UUID) (SpaceResult, error) {
+	return h.changeSpace(ctx, cc, id, 0, func(_ space.State, orgRole string) any {
+		return space.RemoveMember{Actor: cc.Actor, OrgRole: orgRole, UserID: userID}
+	})
+}

@@ -32,6 +32,9 @@ type Commands interface {
 	Space(ctx context.Context, id uuid.UUID, maxVersion int64) (space.State, error)
 	CreateSpace(ctx context.Context, cc commands.Context, orgID *uuid.UUID, name, slug, visibility string) (commands.SpaceResult, error)
 	SpaceFor(ctx context.Context, viewer, id uuid.UUID) (space.State, string, error)
+	AddSpaceMember(ctx context.Context, cc commands.Context, id, userID uuid.UUID, role string) (commands.SpaceResult, error)
+	ChangeSpaceMember(ctx context.Context, cc commands.Context, id, userID uuid.UUID, role string) (commands.SpaceResult, error)
+	RemoveSpaceMember(ctx context.Context, cc commands.Context, id, userID uuid.UUID) (commands.SpaceResult, error)
 	UpdateSpace(ctx context.Context, cc commands.Context, id uuid.UUID, u space.Update) (commands.SpaceResult, error)
 	DeleteSpace(ctx context.Context, cc commands.Context, id uuid.UUID, expectedVersion int64) (commands.SpaceResult, error)
 	CreateAPIKey(ctx context.Context, cc commands.Context, name string) (commands.APIKeyResult, error)
@@ -57,6 +60,7 @@ type Queries interface {
 	Members(ctx context.Context, viewer, orgID uuid.UUID) ([]projections.MemberView, error)
 	Invitations(ctx context.Context, viewer, orgID uuid.UUID, now time.Time) ([]projections.InvitationView, error)
 	Memberships(ctx context.Context, user uuid.UUID) ([]projections.Membership, error)
+	SpaceMembers(ctx context.Context, viewer, id uuid.UUID) ([]projections.SpaceMemberView, error)
 }
 
 // Consistency waits for read models to reach a position.
@@ -143,6 +147,10 @@ func New(d Deps) *Server {
 	v1.PATCH("/spaces/:space_id", s.updateSpace, auth)
 	v1.DELETE("/spaces/:space_id", s.deleteSpace, auth)
 	v1.GET("/spaces/:space_id/history", s.spaceHistory, auth)
+	v1.GET("/spaces/:space_id/members", s.listSpaceMembers, auth)
+	v1.POST("/spaces/:space_id/members", s.addSpaceMember, auth)
+	v1.PATCH("/spaces/:space_id/members/:user_id", s.changeSpaceMember, auth)
+	v1.DELETE("/spaces/:space_id/members/:user_id", s.removeSpaceMember, auth)
 	v1.POST("/orgs", s.createOrg, auth)
 	v1.GET("/orgs", s.listOrgs, auth)
 	v1.GET("/orgs/:org_id", s.getOrg, auth)

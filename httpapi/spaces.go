@@ -277,3 +277,70 @@ func (s *Server) spaceHistory(c echo.Context) error {
 	}
 	return c.JSON(http.StatusOK, out)
 }
+
+func (s *Server) listSpaceMembers(c echo.Context) error {
+	id, err := pathUUID(c, "space_id")
+	if err != nil {
+		return err
+	}
+	if err := s.consistent(c, projections.SpacesProjector, projections.PermissionsProjector, projections.UsersProjector); err != nil {
+		return err
+	}
+	members, err := s.deps.Queries.SpaceMembers(c.Request().Context(), userID(c), id)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, pageDTO[projections.SpaceMemberView]{Items: members})
+}
+
+// spaceMemberCommand runs a space-member command and answers with the membership and position.
+func (s *Server) spaceMemberCommand(c echo.Context, status int, userParam bool,
+	run func(ctx context.Context, cc commands.Context, space, user uuid.UUID, role string) (commands.SpaceResult, error)) error {
+	id, err := pathUUID(c, "space_id")
+	if err != nil {
+		return err
+	}
+	var in struct {
+		UserID *uuid.UUID `json:"user_id"`
+		Role   string     `json:"role"`
+	}
+	var body []byte
+	if c.Request().Method != http.MethodDelete {
+		if body, err = readJSON(c, &in); err != nil {
+			return err
+		}
+	}
+	user := uuid.Nil
+	if userParam {
+		if user, err = pathUUID(c, "user_id"); err != nil {
+			return err
+		}
+	} else if in.UserID != nil {
+		user = *in.UserID
+	} else {
+		return domain.Validation{"user_id": "is required"}.Err()
+	}
+	cc, err := commandContext(c, body)
+	if err != nil {
+		return err
+	}
+	r, err := run(c.Request().Context(), cc, id, user, in.Role)
+	if err != nil {
+		return err
+	}
+	return c.JSON(status, map[string]any{"space_id": id, "user_id": user, "role": r.Space.Members[user], "position": withPosition(c, r.Position)})
+}
+
+func (s *Server) addSpaceMember(c echo.Context) error {
+	return s.spaceMemberCommand(c, http.StatusCreated, false, s.deps.Commands.AddSpaceMember)
+}
+
+func (s *Server) changeSpaceMember(c echo.Context) error {
+	return s.spaceMemberCommand(c, http.StatusOK, true, s.deps.Commands.ChangeSpaceMember)
+}
+
+func (s *Server) removeSpaceMember(c echo.Context) error {
+	return s.spaceMemberCommand(c, http.StatusOK, true, func(ctx context.Context, cc commands.Context, space, user uuid.UUID, _ string) (commands.SpaceResult, error) {
+		return s.deps.Commands.RemoveSpaceMember(ctx, cc, space, user)
+	})
+}

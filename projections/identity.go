@@ -49,7 +49,7 @@ func Spaces() *Projector {
 		}
 	}
 	return &Projector{
-		Name: SpacesProjector, Version: 1, Tables: []string{"spaces"},
+		Name: SpacesProjector, Version: 1, Tables: []string{"spaces", "space_members"},
 		Handlers: map[string]Handler{
 			space.EventCreated: func(ctx context.Context, tx pgx.Tx, r eventstore.Record) error {
 				e := r.Event.(space.Created)
@@ -71,11 +71,67 @@ func Spaces() *Projector {
 				return []any{e.Visibility, e.ChangedAt}
 			}),
 			space.EventDeleted: func(ctx context.Context, tx pgx.Tx, r eventstore.Record) error {
+				if _, err := tx.Exec(ctx, `DELETE FROM space_members WHERE space_id = $1`, r.StreamID); err != nil {
+					return err
+				}
 				_, err := tx.Exec(ctx, `DELETE FROM spaces WHERE id = $1`, r.StreamID)
 				return err
 			},
+			space.EventMemberAdded: func(ctx context.Context, tx pgx.Tx, r eventstore.Record) error {
+				e := r.Event.(space.MemberAdded)
+				if _, err := tx.Exec(ctx, `INSERT INTO space_members (space_id, user_id, role, added_at) VALUES ($1, $2, $3, $4)`,
+					e.SpaceID, e.UserID, e.Role, e.AddedAt); err != nil {
+					return err
+				}
+				return update("updated_at = $3", func(eventstore.Record) []any { return []any{e.AddedAt} })(ctx, tx, r)
+			},
+			space.EventMemberRoleChanged: func(ctx context.Context, tx pgx.Tx, r eventstore.Record) error {
+				e := r.Event.(space.MemberRoleChanged)
+				if _, err := tx.Exec(ctx, `UPDATE space_members SET role = $3 WHERE space_id = $1 AND user_id = $2`, e.SpaceID, e.UserID, e.Role); err != nil {
+					return err
+				}
+				return update("updated_at = $3", func(eventstore.Record) []any { return []any{e.ChangedAt} })(ctx, tx, r)
+			},
+			space.EventMemberRemoved: func(ctx context.Context, tx pgx.Tx, r eventstore.Record) error {
+				e := r.Event.(space.MemberRemoved)
+				if _, err := tx.Exec(ctx, `DELETE FROM space_members WHERE space_id = $1 AND user_id = $2`, e.SpaceID, e.UserID); err != nil {
+					return err
+				}
+				return update("updated_at = $3", func(eventstore.Record) []any { return []any{e.RemovedAt} })(ctx, tx, r)
+			},
 		},
 	}
+}
+
+// SpaceMemberView is one member of a space.
+type SpaceMemberView struct {
+	UserID  uuid.UUID `json:"user_id"`
+	Name    string    `json:"name"`
+	Role    string    `json:"role"`
+	AddedAt time.Time `json:"added_at"`
+}
+
+// SpaceMembers lists a space's members for a viewer who may read the space; CodeNotFound otherwise.
+func (q *Queries) SpaceMembers(ctx context.Context, viewer, id uuid.UUID) ([]SpaceMemberView, error) {
+	if _, err := q.Space(ctx, viewer, id); err != nil {
+		return nil, err
+	}
+	rows, err := q.pool.Query(ctx, `SELECT m.user_id, coalesce(u.name, ''), m.role, m.added_at FROM space_members m
+		LEFT JOIN users u ON u.id = m.user_id WHERE m.space_id = $1 ORDER BY m.added_at, m.user_id`, id)
+	if err != nil {
+		return nil, fmt.Errorf("list space members: %w", err)
+	}
+	defer rows.Close()
+	out := []SpaceMemberView{}
+	for rows.Next() {
+		var v SpaceMemberView
+		if err := rows.Scan(&v.UserID, &v.Name, &v.Role, &v.AddedAt); err != nil {
+			return nil, err
+		}
+		v.AddedAt = v.AddedAt.UTC()
+		out = append(out, v)
+	}
+	return out, rows.Err()
 }
 
 // UserView is a user as the users read model holds it.

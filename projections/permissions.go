@@ -3,11 +3,11 @@ package projections
 import (
 	"context"
 	"errors"
+	"fmt"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
-	"github.com/atlas-workspace/atlas/domain/org"
 	"github.com/atlas-workspace/atlas/domain/space"
 	"github.com/atlas-workspace/atlas/eventstore"
 )
@@ -71,17 +71,31 @@ func Permissions() *Projector {
 			return setOrgSpaceVisibility(ctx, tx, orgID, e.SpaceID, e.Visibility)
 		},
 		space.EventDeleted: func(ctx context.Context, tx pgx.Tx, r eventstore.Record) error {
-			if _, err := tx.Exec(ctx, `DELETE FROM perm_org_spaces WHERE space_id = $1`, r.StreamID); err != nil {
-				return err
+			for _, q := range []string{`DELETE FROM perm_org_spaces WHERE space_id = $1`, `DELETE FROM perm_space_members WHERE space_id = $1`,
+				`DELETE FROM permissions WHERE resource_id = $1`} {
+				if _, err := tx.Exec(ctx, q, r.StreamID); err != nil {
+					return err
+				}
 			}
-			_, err := tx.Exec(ctx, `DELETE FROM permissions WHERE resource_id = $1`, r.StreamID)
-			return err
+			return nil
+		},
+		space.EventMemberAdded: func(ctx context.Context, tx pgx.Tx, r eventstore.Record) error {
+			e := r.Event.(space.MemberAdded)
+			return setSpaceMember(ctx, tx, e.SpaceID, e.UserID, e.Role)
+		},
+		space.EventMemberRoleChanged: func(ctx context.Context, tx pgx.Tx, r eventstore.Record) error {
+			e := r.Event.(space.MemberRoleChanged)
+			return setSpaceMember(ctx, tx, e.SpaceID, e.UserID, e.Role)
+		},
+		space.EventMemberRemoved: func(ctx context.Context, tx pgx.Tx, r eventstore.Record) error {
+			e := r.Event.(space.MemberRemoved)
+			return setSpaceMember(ctx, tx, e.SpaceID, e.UserID, "")
 		},
 	}
 	for name, h := range orgPermissionHandlers() {
 		handlers[name] = h
 	}
-	return &Projector{Name: PermissionsProjector, Version: 1, Tables: []string{"permissions", "perm_org_members", "perm_org_spaces"}, Handlers: handlers}
+	return &Projector{Name: PermissionsProjector, Version: 1, Tables: []string{"permissions", "perm_org_members", "perm_org_spaces", "perm_space_members"}, Handlers: handlers}
 }
 
 // createOrgSpace records an organization space and grants its organization's members their rows.
@@ -105,8 +119,48 @@ func setOrgSpaceVisibility(ctx context.Context, tx pgx.Tx, orgID, spaceID uuid.U
 			ON CONFLICT DO NOTHING`, orgID, spaceID)
 		return err
 	}
+	// Plain members lose read, unless they are members of the space itself.
 	_, err := tx.Exec(ctx, `DELETE FROM permissions p USING perm_org_members m
-		WHERE p.resource_id = $2 AND p.principal_id = m.user_id AND m.org_id = $1 AND m.role = 'member'`, orgID, spaceID)
+		WHERE p.resource_id = $2 AND p.principal_id = m.user_id AND m.org_id = $1 AND m.role = 'member'
+		  AND NOT EXISTS (SELECT 1 FROM perm_space_members sm WHERE sm.space_id = $2 AND sm.user_id = m.user_id)`, orgID, spaceID)
+	return err
+}
+
+// spaceMemberGrants inserts the rows space membership gives: editors read and write, viewers read.
+// It adds to whatever organization roles give (rows are a union of their sources).
+const spaceMemberGrants = `INSERT INTO permissions (principal_id, resource_id, resource_type, permission)
+	SELECT sm.user_id, sm.space_id, 'space', p FROM perm_space_members sm
+	CROSS JOIN LATERAL unnest(CASE WHEN sm.role = 'editor' THEN ARRAY['read', 'write'] ELSE ARRAY['read'] END) p
+	WHERE %s ON CONFLICT DO NOTHING`
+
+// orgSpaceGrants inserts the rows organization roles give on organization spaces.
+const orgSpaceGrants = `INSERT INTO permissions (principal_id, resource_id, resource_type, permission)
+	SELECT m.user_id, s.space_id, 'space', p FROM perm_org_spaces s JOIN perm_org_members m ON m.org_id = s.org_id
+	CROSS JOIN LATERAL unnest(CASE WHEN m.role IN ('owner', 'admin') THEN ARRAY['read', 'write', 'manage']
+	                               WHEN s.visibility = 'public' THEN ARRAY['read'] ELSE ARRAY[]::text[] END) p
+	WHERE %s ON CONFLICT DO NOTHING`
+
+// setSpaceMember records user's role in a space ("" when removed) and recomputes their rows on it from
+// every source: organization role and space membership. (A personal space's owner is never a member.)
+func setSpaceMember(ctx context.Context, tx pgx.Tx, spaceID, user uuid.UUID, role string) error {
+	if _, err := tx.Exec(ctx, `DELETE FROM perm_space_members WHERE space_id = $1 AND user_id = $2`, spaceID, user); err != nil {
+		return err
+	}
+	if role != "" {
+		if _, err := tx.Exec(ctx, `INSERT INTO perm_space_members (space_id, user_id, role) VALUES ($1, $2, $3)`, spaceID, user, role); err != nil {
+			return err
+		}
+	}
+	if _, err := tx.Exec(ctx, `DELETE FROM permissions WHERE principal_id = $2 AND resource_id = $1`, spaceID, user); err != nil {
+		return err
+	}
+	if _, err := tx.Exec(ctx, fmt.Sprintf(orgSpaceGrants, "s.space_id = $1 AND m.user_id = $2"), spaceID, user); err != nil {
+		return err
+	}
+	// Membership of an organization's space counts only while in the organization.
+	_, err := tx.Exec(ctx, fmt.Sprintf(spaceMemberGrants, `sm.space_id = $1 AND sm.user_id = $2 AND (
+		NOT EXISTS (SELECT 1 FROM perm_org_spaces s WHERE s.space_id = $1) OR
+		EXISTS (SELECT 1 FROM perm_org_spaces s JOIN perm_org_members m ON m.org_id = s.org_id AND m.user_id = $2 WHERE s.space_id = $1))`), spaceID, user)
 	return err
 }
 
@@ -125,23 +179,23 @@ func syncOrgMember(ctx context.Context, tx pgx.Tx, orgID, user uuid.UUID, role s
 			return err
 		}
 	}
-	if role == "" {
-		return nil
-	}
-	if _, err := tx.Exec(ctx, `INSERT INTO perm_org_members (org_id, user_id, role) VALUES ($1, $2, $3)`, orgID, user, role); err != nil {
-		return err
+	if role != "" {
+		if _, err := tx.Exec(ctx, `INSERT INTO perm_org_members (org_id, user_id, role) VALUES ($1, $2, $3)`, orgID, user, role); err != nil {
+			return err
+		}
 	}
 	for _, p := range orgPermissions(role) {
 		if _, err := tx.Exec(ctx, `INSERT INTO permissions (principal_id, resource_id, resource_type, permission) VALUES ($1, $2, 'org', $3)`, user, orgID, p); err != nil {
 			return err
 		}
 	}
-	sql := `INSERT INTO permissions (principal_id, resource_id, resource_type, permission)
-		SELECT $2, s.space_id, 'space', 'read' FROM perm_org_spaces s WHERE s.org_id = $1 AND s.visibility = 'public'`
-	if role == org.Owner || role == org.Admin {
-		sql = `INSERT INTO permissions (principal_id, resource_id, resource_type, permission)
-			SELECT $2, s.space_id, 'space', p FROM perm_org_spaces s CROSS JOIN unnest(ARRAY['read', 'write', 'manage']) p WHERE s.org_id = $1`
+	if _, err := tx.Exec(ctx, fmt.Sprintf(orgSpaceGrants, "s.org_id = $1 AND m.user_id = $2"), orgID, user); err != nil {
+		return err
 	}
-	_, err := tx.Exec(ctx, sql, orgID, user)
+	if role == "" {
+		return nil // space memberships of an organization's spaces count only while in the organization
+	}
+	// Space memberships on the organization's spaces stay, whatever the organization role.
+	_, err := tx.Exec(ctx, fmt.Sprintf(spaceMemberGrants, "sm.user_id = $2 AND sm.space_id IN (SELECT space_id FROM perm_org_spaces WHERE org_id = $1)"), orgID, user)
 	return err
 }

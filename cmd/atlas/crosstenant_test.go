@@ -70,6 +70,10 @@ func TestCrossTenantIsolation(t *testing.T) {
 			{"POST", "/api/v1/orgs/" + their.org + "/invitations", map[string]string{"email": "spy@x.test"}, 0},
 			{"DELETE", "/api/v1/orgs/" + their.org + "/invitations/" + their.invitation, nil, 0},
 			{"DELETE", "/api/v1/me/api-keys/" + their.key, nil, 0},
+			{"GET", "/api/v1/spaces/" + their.space + "/members", nil, 0},
+			{"POST", "/api/v1/spaces/" + their.space + "/members", map[string]any{"user_id": their.memberID, "role": "viewer"}, 0},
+			{"PATCH", "/api/v1/spaces/" + their.space + "/members/" + their.memberID, map[string]string{"role": "editor"}, 0},
+			{"DELETE", "/api/v1/spaces/" + their.space + "/members/" + their.memberID, nil, 0},
 			// Swapped parents: my organization, their child.
 			{"PATCH", "/api/v1/orgs/" + mine.org + "/members/" + their.memberID, map[string]string{"role": "admin"}, 403},
 			{"DELETE", "/api/v1/orgs/" + mine.org + "/members/" + their.memberID, nil, 0},
@@ -96,7 +100,7 @@ func TestCrossTenantIsolation(t *testing.T) {
 	}
 	// The outsider has no organization: every route on either tenant is 404.
 	for _, their := range []tenant{a, b} {
-		for _, rt := range routes(their, their)[:16] { // all but the swapped-parent routes
+		for _, rt := range routes(their, their)[:20] { // all but the swapped-parent routes
 			r := s.do(rt.method, rt.path, outsider, rt.body, "X-Consistency-Token", pos)
 			if r.status != 404 {
 				t.Errorf("outsider: %s %s = %d %s, want 404", rt.method, rt.path, r.status, r.body)

@@ -262,7 +262,10 @@ func TestEndToEnd(t *testing.T) {
 	expect(t, r, 201, "")
 	engines := r.json(t)["id"].(string)
 	expect(t, s.do("POST", "/api/v1/orgs/"+engines+"/invitations", token, map[string]string{"email": "charles@example.com"}), 201, "")
-	expect(t, s.do("POST", "/api/v1/spaces", token, map[string]any{"org_id": engines, "name": "Notes", "slug": "notes", "visibility": "public"}), 201, "")
+	r = s.do("POST", "/api/v1/spaces", token, map[string]any{"org_id": engines, "name": "Notes", "slug": "notes", "visibility": "public"})
+	expect(t, r, 201, "")
+	_, babbageID, _ := s.register("babbage@example.com", "Charles Babbage")
+	expect(t, s.do("POST", "/api/v1/spaces/"+id+"/members", token, map[string]any{"user_id": babbageID, "role": "editor"}), 201, "")
 	r = s.do("POST", "/api/v1/me/api-keys", token, map[string]string{"name": "rebuild check"})
 	expect(t, r, 201, "")
 	keyPos := r.json(t)["position"].(string)
@@ -271,7 +274,8 @@ func TestEndToEnd(t *testing.T) {
 	}
 	order := map[string]string{"users": "id", "spaces": "id", "permissions": "principal_id, permission, resource_id", "api_keys": "id",
 		"orgs": "id", "org_members": "org_id, user_id", "org_invitations": "id",
-		"perm_org_members": "org_id, user_id", "perm_org_spaces": "space_id"}
+		"perm_org_members": "org_id, user_id", "perm_org_spaces": "space_id", "space_members": "space_id, user_id",
+		"perm_space_members": "space_id, user_id"}
 	before := map[string]string{}
 	for table, o := range order {
 		before[table] = dumpOrdered(t, s.app.Pool, table, o)

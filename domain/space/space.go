@@ -23,6 +23,15 @@ const (
 	EventSlugChanged       = "space.slug_changed.v1"
 	EventVisibilityChanged = "space.visibility_changed.v1"
 	EventDeleted           = "space.deleted.v1"
+	EventMemberAdded       = "space.member_added.v1"
+	EventMemberRoleChanged = "space.member_role_changed.v1"
+	EventMemberRemoved     = "space.member_removed.v1"
+)
+
+// Space member roles: editors read and write the space's content, viewers read it.
+const (
+	Editor = "editor"
+	Viewer = "viewer"
 )
 
 // Visibility values.
@@ -80,6 +89,38 @@ type Deleted struct {
 	DeletedAt time.Time `json:"deleted_at"`
 }
 
+// MemberAdded records a user given a role in the space.
+type MemberAdded struct {
+	SpaceID uuid.UUID `json:"space_id"`
+	UserID  uuid.UUID `json:"user_id"`
+	Role    string    `json:"role"`
+	AddedAt time.Time `json:"added_at"`
+}
+
+// MemberRoleChanged records a space member's new role.
+type MemberRoleChanged struct {
+	SpaceID   uuid.UUID `json:"space_id"`
+	UserID    uuid.UUID `json:"user_id"`
+	Role      string    `json:"role"`
+	ChangedAt time.Time `json:"changed_at"`
+}
+
+// MemberRemoved records a space member's removal.
+type MemberRemoved struct {
+	SpaceID   uuid.UUID `json:"space_id"`
+	UserID    uuid.UUID `json:"user_id"`
+	RemovedAt time.Time `json:"removed_at"`
+}
+
+// EventName implements domain.Event.
+func (MemberAdded) EventName() string { return EventMemberAdded }
+
+// EventName implements domain.Event.
+func (MemberRoleChanged) EventName() string { return EventMemberRoleChanged }
+
+// EventName implements domain.Event.
+func (MemberRemoved) EventName() string { return EventMemberRemoved }
+
 // EventName implements domain.Event.
 func (Created) EventName() string { return EventCreated }
 
@@ -107,6 +148,7 @@ type State struct {
 	CreatedAt   time.Time
 	UpdatedAt   time.Time
 	Deleted     bool
+	Members     map[uuid.UUID]string // user -> editor or viewer
 	Version     int64
 }
 
@@ -123,7 +165,7 @@ func (s State) CanManage(actor uuid.UUID, orgRole string) bool {
 	return s.OwnerUserID != nil && *s.OwnerUserID == actor
 }
 
-// CanRead reports whether actor may read the space: whoever may manage it; for a public personal
+// CanRead reports whether actor may read the space: whoever may manage it; its members; for a public personal
 // space anyone signed in (who has the link); for a public organization space the organization's
 // members.
 func (s State) CanRead(actor uuid.UUID, orgRole string) bool {
@@ -131,6 +173,10 @@ func (s State) CanRead(actor uuid.UUID, orgRole string) bool {
 		return false
 	}
 	if s.CanManage(actor, orgRole) {
+		return true
+	}
+	// Members of an organization's space count only while in the organization.
+	if s.Members[actor] != "" && (s.OrgID == nil || orgRole != "") {
 		return true
 	}
 	if s.Visibility != Public {
@@ -168,6 +214,32 @@ type Delete struct {
 	Actor           uuid.UUID
 	OrgRole         string // the actor's role in the space's organization, "" for none
 	ExpectedVersion int64
+}
+
+// AddMember gives UserID a role in the space. UserExists says whether such a user is registered;
+// UserOrgRole is their role in the space's organization ("" for none; ignored for personal spaces).
+type AddMember struct {
+	Actor       uuid.UUID
+	OrgRole     string
+	UserID      uuid.UUID
+	Role        string
+	UserExists  bool
+	UserOrgRole string
+}
+
+// ChangeMember gives a space member a new role.
+type ChangeMember struct {
+	Actor   uuid.UUID
+	OrgRole string
+	UserID  uuid.UUID
+	Role    string
+}
+
+// RemoveMember removes a space member.
+type RemoveMember struct {
+	Actor   uuid.UUID
+	OrgRole string
+	UserID  uuid.UUID
 }
 
 // ValidSlug reports whether slug follows the slug rule.
@@ -261,6 +333,52 @@ func Decide(s State, cmd any, now time.Time) ([]domain.Event, error) {
 			return nil, domain.Errorf(domain.CodeConflict, "the personal space cannot be deleted")
 		}
 		return []domain.Event{Deleted{SpaceID: s.ID, Slug: s.Slug, DeletedAt: now}}, nil
+	case AddMember:
+		if err := s.authorize(c.Actor, c.OrgRole, 0); err != nil {
+			return nil, err
+		}
+		if c.Role != Editor && c.Role != Viewer {
+			return nil, domain.Validation{"role": `must be "editor" or "viewer"`}.Err()
+		}
+		switch {
+		case !c.UserExists:
+			return nil, domain.Errorf(domain.CodeNotFound, "user not found")
+		case s.OwnerUserID != nil && *s.OwnerUserID == c.UserID:
+			return nil, domain.Errorf(domain.CodeConflict, "the user owns the space")
+		case s.OrgID != nil && c.UserOrgRole == "":
+			return nil, domain.Errorf(domain.CodeConflict, "the user is not a member of the space's organization")
+		case s.Members[c.UserID] != "":
+			return nil, domain.Errorf(domain.CodeConflict, "the user is already a member of the space")
+		}
+		return []domain.Event{MemberAdded{SpaceID: s.ID, UserID: c.UserID, Role: c.Role, AddedAt: now}}, nil
+	case ChangeMember:
+		if err := s.authorize(c.Actor, c.OrgRole, 0); err != nil {
+			return nil, err
+		}
+		if c.Role != Editor && c.Role != Viewer {
+			return nil, domain.Validation{"role": `must be "editor" or "viewer"`}.Err()
+		}
+		old := s.Members[c.UserID]
+		if old == "" {
+			return nil, domain.Errorf(domain.CodeNotFound, "member not found")
+		}
+		if old == c.Role {
+			return nil, nil
+		}
+		return []domain.Event{MemberRoleChanged{SpaceID: s.ID, UserID: c.UserID, Role: c.Role, ChangedAt: now}}, nil
+	case RemoveMember:
+		if !s.Exists() {
+			return nil, domain.Errorf(domain.CodeNotFound, "space not found")
+		}
+		if c.UserID != c.Actor || s.Members[c.Actor] == "" { // members may leave; otherwise managers remove
+			if err := s.authorize(c.Actor, c.OrgRole, 0); err != nil {
+				return nil, err
+			}
+		}
+		if s.Members[c.UserID] == "" {
+			return nil, domain.Errorf(domain.CodeNotFound, "member not found")
+		}
+		return []domain.Event{MemberRemoved{SpaceID: s.ID, UserID: c.UserID, RemovedAt: now}}, nil
 	default:
 		return nil, domain.Errorf(domain.CodeInternal, "space: unknown command %T", cmd)
 	}
@@ -295,8 +413,26 @@ func Evolve(s State, e domain.Event) State {
 		s.Visibility, s.UpdatedAt = e.Visibility, e.ChangedAt
 	case Deleted:
 		s.Deleted, s.UpdatedAt = true, e.DeletedAt
+	case MemberAdded:
+		s.Members = copyMembers(s.Members)
+		s.Members[e.UserID], s.UpdatedAt = e.Role, e.AddedAt
+	case MemberRoleChanged:
+		s.Members = copyMembers(s.Members)
+		s.Members[e.UserID], s.UpdatedAt = e.Role, e.ChangedAt
+	case MemberRemoved:
+		s.Members = copyMembers(s.Members)
+		delete(s.Members, e.UserID)
+		s.UpdatedAt = e.RemovedAt
 	}
 	return s
+}
+
+func copyMembers(m map[uuid.UUID]string) map[uuid.UUID]string {
+	out := make(map[uuid.UUID]string, len(m)+1)
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
 }
 
 // SlugScope is the reservation scope that keeps slugs unique per owner (a user or an organization).
