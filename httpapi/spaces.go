@@ -312,6 +312,9 @@ func (s *Server) spaceMemberCommand(c echo.Context, status int, userParam bool,
 	}
 	user := uuid.Nil
 	if userParam {
+		if in.UserID != nil {
+			return domain.Errorf(domain.CodeBadRequest, "unknown field \"user_id\": the member is named in the path")
+		}
 		if user, err = pathUUID(c, "user_id"); err != nil {
 			return err
 		}

@@ -40,6 +40,7 @@ func TestSpaceMembers(t *testing.T) {
 	expect(t, s.do("POST", path+"/members", owner, map[string]any{"user_id": "0196a000-0000-7000-8000-000000000000", "role": "viewer"}), 404, "not_found")
 
 	// An editor; then removal takes access away at once.
+	expect(t, s.do("PATCH", path+"/members/"+viewerID, owner, map[string]string{"role": "editor", "user_id": strangerID}), 400, "invalid_request")
 	expect(t, s.do("PATCH", path+"/members/"+viewerID, owner, map[string]string{"role": "editor"}), 200, "")
 	r = s.do("DELETE", path+"/members/"+viewerID, owner, nil)
 	expect(t, r, 200, "")
