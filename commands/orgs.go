@@ -93,6 +93,20 @@ func (h *Handlers) changeOrgOnce(ctx context.Context, cc Context, id uuid.UUID, 
 			req.Claim = append(req.Claim, eventstore.Reservation{Scope: org.SlugScope, Key: e.Slug, StreamID: id})
 		case org.MemberInvited:
 			req.Claim = append(req.Claim, eventstore.Reservation{Scope: org.InvitationScope, Key: e.TokenHash, StreamID: id})
+		case org.MemberRemoved:
+			// Leaving the organization ends its space memberships too, in the same statement, so
+			// that rejoining later does not silently bring them back.
+			spaces, err := h.orgSpaces(ctx, id)
+			if err != nil {
+				return OrgResult{}, err
+			}
+			for _, sst := range spaces {
+				if sst.Members[e.UserID] == "" {
+					continue
+				}
+				req.Streams = append(req.Streams, eventstore.StreamAppend{StreamType: space.StreamType, StreamID: sst.ID, TenantID: &id,
+					ExpectedVersion: sst.Version, Events: []domain.Event{space.MemberRemoved{SpaceID: sst.ID, UserID: e.UserID, RemovedAt: e.RemovedAt}}})
+			}
 		}
 	}
 	res, err := h.store.Append(ctx, req)
@@ -141,28 +155,19 @@ func (h *Handlers) deleteOrgOnce(ctx context.Context, cc Context, id uuid.UUID, 
 		Metadata: cc.metadata(uuid.Must(uuid.NewV7())),
 		Release:  []eventstore.Reservation{{Scope: org.SlugScope, Key: st.Slug, StreamID: id}},
 	}
-	// Every live space of the organization holds a slug reservation under it: delete each with it.
-	scope := space.SlugScope(id)
-	rows, err := h.sessions.Pool.Query(ctx, `SELECT stream_id FROM reservations WHERE scope = $1 ORDER BY stream_id`, scope)
+	// Every live space of the organization goes with it.
+	spaces, err := h.orgSpaces(ctx, id)
 	if err != nil {
 		return OrgResult{}, err
 	}
-	spaceIDs, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
-	if err != nil {
-		return OrgResult{}, err
-	}
-	for _, sid := range spaceIDs {
-		sst, err := h.Space(ctx, sid, 0)
-		if err != nil {
-			return OrgResult{}, err
-		}
+	for _, sst := range spaces {
 		sevs, err := space.Decide(sst, space.Delete{Actor: cc.Actor, OrgRole: st.RoleOf(cc.Actor)}, now)
 		if err != nil {
-			return OrgResult{}, fmt.Errorf("delete space %s of the organization: %w", sid, err)
+			return OrgResult{}, fmt.Errorf("delete space %s of the organization: %w", sst.ID, err)
 		}
-		req.Streams = append(req.Streams, eventstore.StreamAppend{StreamType: space.StreamType, StreamID: sid, TenantID: &id,
+		req.Streams = append(req.Streams, eventstore.StreamAppend{StreamType: space.StreamType, StreamID: sst.ID, TenantID: &id,
 			ExpectedVersion: sst.Version, Events: sevs})
-		req.Release = append(req.Release, eventstore.Reservation{Scope: scope, Key: sst.Slug, StreamID: sid})
+		req.Release = append(req.Release, eventstore.Reservation{Scope: space.SlugScope(id), Key: sst.Slug, StreamID: sst.ID})
 	}
 	res, err := h.store.Append(ctx, req)
 	if err != nil {
@@ -172,6 +177,27 @@ func (h *Handlers) deleteOrgOnce(ctx context.Context, cc Context, id uuid.UUID, 
 		st = org.Evolve(st, e)
 	}
 	return OrgResult{Org: st, Position: res.Position}, nil
+}
+
+// orgSpaces loads every live space of an organization: each holds a slug reservation under it.
+func (h *Handlers) orgSpaces(ctx context.Context, orgID uuid.UUID) ([]space.State, error) {
+	rows, err := h.sessions.Pool.Query(ctx, `SELECT stream_id FROM reservations WHERE scope = $1 ORDER BY stream_id`, space.SlugScope(orgID))
+	if err != nil {
+		return nil, err
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
+	if err != nil {
+		return nil, err
+	}
+	out := make([]space.State, 0, len(ids))
+	for _, sid := range ids {
+		sst, err := h.Space(ctx, sid, 0)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, sst)
+	}
+	return out, nil
 }
 
 // Invitation is the result of Invite: the token is shown once.

@@ -181,13 +181,18 @@ func (h *Handlers) AddSpaceMember(ctx context.Context, cc Context, id, userID uu
 	if err != nil {
 		return SpaceResult{}, err
 	}
-	return h.changeSpace(ctx, cc, id, 0, func(st space.State, orgRole string) any {
+	var lookupErr error
+	res, err := h.changeSpace(ctx, cc, id, 0, func(st space.State, orgRole string) any {
 		targetOrgRole := ""
 		if st.OrgID != nil {
-			targetOrgRole, _ = h.orgRole(ctx, *st.OrgID, userID)
+			targetOrgRole, lookupErr = h.orgRole(ctx, *st.OrgID, userID)
 		}
 		return space.AddMember{Actor: cc.Actor, OrgRole: orgRole, UserID: userID, Role: role, UserExists: target.Exists(), UserOrgRole: targetOrgRole}
 	})
+	if lookupErr != nil {
+		return SpaceResult{}, lookupErr
+	}
+	return res, err
 }
 
 // ChangeSpaceMember gives a space member a new role.

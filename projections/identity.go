@@ -111,10 +111,16 @@ type SpaceMemberView struct {
 	AddedAt time.Time `json:"added_at"`
 }
 
-// SpaceMembers lists a space's members for a viewer who may read the space; CodeNotFound otherwise.
+// SpaceMembers lists a space's members for a viewer who may read the space in their own name (its
+// managers and members; not everyone who can read a public space); CodeNotFound otherwise.
 func (q *Queries) SpaceMembers(ctx context.Context, viewer, id uuid.UUID) ([]SpaceMemberView, error) {
-	if _, err := q.Space(ctx, viewer, id); err != nil {
-		return nil, err
+	var ok bool
+	if err := q.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM permissions
+		WHERE principal_id = $1 AND permission = 'read' AND resource_id = $2)`, viewer, id).Scan(&ok); err != nil {
+		return nil, fmt.Errorf("check space members permission: %w", err)
+	}
+	if !ok {
+		return nil, domain.Errorf(domain.CodeNotFound, "space not found")
 	}
 	rows, err := q.pool.Query(ctx, `SELECT m.user_id, coalesce(u.name, ''), m.role, m.added_at FROM space_members m
 		LEFT JOIN users u ON u.id = m.user_id WHERE m.space_id = $1 ORDER BY m.added_at, m.user_id`, id)

@@ -131,8 +131,15 @@ func orgPermissionHandlers() map[string]Handler {
 			return syncOrgMember(ctx, tx, e.OrgID, e.UserID, "")
 		},
 		org.EventDeleted: func(ctx context.Context, tx pgx.Tx, r eventstore.Record) error {
-			// The organization's spaces are deleted by their own events, appended with this one.
-			for _, q := range []string{`DELETE FROM permissions WHERE resource_id = $1`, `DELETE FROM perm_org_members WHERE org_id = $1`} {
+			// The organization's spaces are deleted by their own events, appended with this one. A
+			// space created concurrently with the deletion may have escaped that batch: nothing of it
+			// stays readable either.
+			for _, q := range []string{
+				`DELETE FROM permissions WHERE resource_id = $1 OR resource_id IN (SELECT space_id FROM perm_org_spaces WHERE org_id = $1)`,
+				`DELETE FROM perm_space_members WHERE space_id IN (SELECT space_id FROM perm_org_spaces WHERE org_id = $1)`,
+				`DELETE FROM perm_org_spaces WHERE org_id = $1`,
+				`DELETE FROM perm_org_members WHERE org_id = $1`,
+			} {
 				if _, err := tx.Exec(ctx, q, r.StreamID); err != nil {
 					return err
 				}

@@ -29,6 +29,12 @@ func TestSpaceMembers(t *testing.T) {
 	}
 	expect(t, s.do("GET", path, stranger, nil, "X-Consistency-Token", pos), 404, "not_found")
 	expect(t, s.do("GET", path+"/members", stranger, nil, "X-Consistency-Token", pos), 404, "not_found")
+	// Public: anyone with the link reads the space, but its member list stays with its members.
+	r = s.do("PATCH", path, owner, map[string]string{"visibility": "public"})
+	expect(t, r, 200, "")
+	expect(t, s.do("GET", path, stranger, nil, "X-Consistency-Token", r.json(t)["position"].(string)), 200, "")
+	expect(t, s.do("GET", path+"/members", stranger, nil), 404, "not_found")
+	expect(t, s.do("PATCH", path, owner, map[string]string{"visibility": "private"}), 200, "")
 
 	// Viewers read but do not change; bad input changes nothing.
 	expect(t, s.do("PATCH", path, viewer, map[string]string{"name": "x"}), 403, "forbidden")
@@ -75,4 +81,16 @@ func TestSpaceMembers(t *testing.T) {
 	expect(t, r, 200, "")
 	expect(t, s.do("GET", board, viewer, nil, "X-Consistency-Token", r.json(t)["position"].(string)), 404, "not_found")
 	expect(t, s.do("GET", board+"/history", viewer, nil), 404, "not_found")
+	// Leaving ended the space membership too: rejoining as a plain member does not bring it back.
+	r = s.do("POST", "/api/v1/orgs/"+orgID+"/invitations", owner, map[string]string{"email": "sm-viewer@test.test"})
+	expect(t, r, 201, "")
+	r = s.do("POST", "/api/v1/invitations/"+r.json(t)["token"].(string)+"/accept", viewer, nil)
+	expect(t, r, 200, "")
+	pos = r.json(t)["position"].(string)
+	expect(t, s.do("GET", board, viewer, nil, "X-Consistency-Token", pos), 404, "not_found")
+	expect(t, s.do("GET", board+"/history", viewer, nil), 404, "not_found")
+	r = s.do("GET", board+"/members", owner, nil, "X-Consistency-Token", pos)
+	if items := r.json(t)["items"].([]any); len(items) != 0 {
+		t.Fatalf("members after leaving and rejoining: %s", r.body)
+	}
 }
