@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"context"
 	"net/http"
 	"time"
 
@@ -10,6 +11,7 @@ import (
 	"github.com/atlas-workspace/atlas/commands"
 	"github.com/atlas-workspace/atlas/domain"
 	"github.com/atlas-workspace/atlas/domain/user"
+	"github.com/atlas-workspace/atlas/eventstore"
 	"github.com/atlas-workspace/atlas/projections"
 )
 
@@ -39,15 +41,11 @@ func (s *Server) register(c echo.Context) error {
 		Password string `json:"password"`
 		Name     string `json:"name"`
 	}
-	body, err := readJSON(c, &in)
+	cc, _, err := readCommand(c, &in, false)
 	if err != nil {
 		return err
 	}
 	if err := s.limit(c, "register-ip:"+c.RealIP(), LimitRegisterIP); err != nil {
-		return err
-	}
-	cc, err := commandContext(c, body)
-	if err != nil {
 		return err
 	}
 	r, err := s.deps.Commands.Register(c.Request().Context(), cc, in.Email, in.Name, in.Password)
@@ -135,15 +133,11 @@ func (s *Server) createAPIKey(c echo.Context) error {
 	var in struct {
 		Name string `json:"name"`
 	}
-	body, err := readJSON(c, &in)
+	cc, _, err := readCommand(c, &in, false)
 	if err != nil {
 		return err
 	}
 	if err := s.limit(c, "apikey-ip:"+c.RealIP(), LimitNewAPIKeyIP); err != nil {
-		return err
-	}
-	cc, err := commandContext(c, body)
-	if err != nil {
 		return err
 	}
 	r, err := s.deps.Commands.CreateAPIKey(c.Request().Context(), cc, in.Name)
@@ -170,17 +164,8 @@ func (s *Server) listAPIKeys(c echo.Context) error {
 }
 
 func (s *Server) revokeAPIKey(c echo.Context) error {
-	id, err := pathUUID(c, "key_id")
-	if err != nil {
-		return err
-	}
-	cc, err := commandContext(c, nil)
-	if err != nil {
-		return err
-	}
-	r, err := s.deps.Commands.RevokeAPIKey(c.Request().Context(), cc, id)
-	if err != nil {
-		return err
-	}
-	return c.JSON(http.StatusOK, map[string]any{"id": id, "position": withPosition(c, r.Position)})
+	return s.pathCommand(c, false, []string{"key_id"}, func(ctx context.Context, cc commands.Context, ids []uuid.UUID, _ int64) (eventstore.Position, error) {
+		r, err := s.deps.Commands.RevokeAPIKey(ctx, cc, ids[0])
+		return r.Position, err
+	})
 }

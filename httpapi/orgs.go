@@ -39,11 +39,7 @@ func (s *Server) createOrg(c echo.Context) error {
 		Name string `json:"name"`
 		Slug string `json:"slug"`
 	}
-	body, err := readJSON(c, &in)
-	if err != nil {
-		return err
-	}
-	cc, err := commandContext(c, body)
+	cc, _, err := readCommand(c, &in, false)
 	if err != nil {
 		return err
 	}
@@ -90,15 +86,7 @@ func (s *Server) updateOrg(c echo.Context) error {
 		Name *string `json:"name"`
 		Slug *string `json:"slug"`
 	}
-	body, err := readJSON(c, &in)
-	if err != nil {
-		return err
-	}
-	expected, err := ifMatch(c)
-	if err != nil {
-		return err
-	}
-	cc, err := commandContext(c, body)
+	cc, expected, err := readCommand(c, &in, true)
 	if err != nil {
 		return err
 	}
@@ -110,8 +98,8 @@ func (s *Server) updateOrg(c echo.Context) error {
 }
 
 func (s *Server) deleteOrg(c echo.Context) error {
-	return s.deleteByID(c, "org_id", func(ctx context.Context, cc commands.Context, id uuid.UUID, expected int64) (eventstore.Position, error) {
-		r, err := s.deps.Commands.DeleteOrg(ctx, cc, id, expected)
+	return s.pathCommand(c, true, []string{"org_id"}, func(ctx context.Context, cc commands.Context, ids []uuid.UUID, expected int64) (eventstore.Position, error) {
+		r, err := s.deps.Commands.DeleteOrg(ctx, cc, ids[0], expected)
 		return r.Position, err
 	})
 }
@@ -154,11 +142,7 @@ func (s *Server) changeMember(c echo.Context) error {
 	var in struct {
 		Role string `json:"role"`
 	}
-	body, err := readJSON(c, &in)
-	if err != nil {
-		return err
-	}
-	cc, err := commandContext(c, body)
+	cc, _, err := readCommand(c, &in, false)
 	if err != nil {
 		return err
 	}
@@ -170,23 +154,10 @@ func (s *Server) changeMember(c echo.Context) error {
 }
 
 func (s *Server) removeMember(c echo.Context) error {
-	orgID, err := pathUUID(c, "org_id")
-	if err != nil {
-		return err
-	}
-	user, err := pathUUID(c, "user_id")
-	if err != nil {
-		return err
-	}
-	cc, err := commandContext(c, nil)
-	if err != nil {
-		return err
-	}
-	r, err := s.deps.Commands.RemoveMember(c.Request().Context(), cc, orgID, user)
-	if err != nil {
-		return err
-	}
-	return c.JSON(http.StatusOK, map[string]any{"org_id": orgID, "user_id": user, "position": withPosition(c, r.Position)})
+	return s.pathCommand(c, false, []string{"org_id", "user_id"}, func(ctx context.Context, cc commands.Context, ids []uuid.UUID, _ int64) (eventstore.Position, error) {
+		r, err := s.deps.Commands.RemoveMember(ctx, cc, ids[0], ids[1])
+		return r.Position, err
+	})
 }
 
 func (s *Server) invite(c echo.Context) error {
@@ -198,16 +169,12 @@ func (s *Server) invite(c echo.Context) error {
 		Email string `json:"email"`
 		Role  string `json:"role"`
 	}
-	body, err := readJSON(c, &in)
+	cc, _, err := readCommand(c, &in, false)
 	if err != nil {
 		return err
 	}
 	if in.Role == "" {
 		in.Role = org.Member
-	}
-	cc, err := commandContext(c, body)
-	if err != nil {
-		return err
 	}
 	inv, err := s.deps.Commands.Invite(c.Request().Context(), cc, orgID, in.Email, in.Role)
 	if err != nil {
@@ -233,23 +200,10 @@ func (s *Server) listInvitations(c echo.Context) error {
 }
 
 func (s *Server) revokeInvitation(c echo.Context) error {
-	orgID, err := pathUUID(c, "org_id")
-	if err != nil {
-		return err
-	}
-	invID, err := pathUUID(c, "invitation_id")
-	if err != nil {
-		return err
-	}
-	cc, err := commandContext(c, nil)
-	if err != nil {
-		return err
-	}
-	r, err := s.deps.Commands.RevokeInvitation(c.Request().Context(), cc, orgID, invID)
-	if err != nil {
-		return err
-	}
-	return c.JSON(http.StatusOK, map[string]any{"id": invID, "position": withPosition(c, r.Position)})
+	return s.pathCommand(c, false, []string{"org_id", "invitation_id"}, func(ctx context.Context, cc commands.Context, ids []uuid.UUID, _ int64) (eventstore.Position, error) {
+		r, err := s.deps.Commands.RevokeInvitation(ctx, cc, ids[0], ids[1])
+		return r.Position, err
+	})
 }
 
 func (s *Server) acceptInvitation(c echo.Context) error {

@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,7 +15,9 @@ import (
 	"github.com/google/uuid"
 	"github.com/labstack/echo/v4"
 
+	"github.com/atlas-workspace/atlas/commands"
 	"github.com/atlas-workspace/atlas/domain"
+	"github.com/atlas-workspace/atlas/eventstore"
 )
 
 // MaxJSONBody bounds JSON request bodies.
@@ -114,3 +117,54 @@ func setETag(c echo.Context, version int64) {
 }
 
 func noContent(c echo.Context) error { return c.NoContent(http.StatusNoContent) }
+
+// pathCommand runs a command addressed only by path ids (no body) and answers 200 with each id under
+// its parameter name, "id" for the last one, and the command's consistency token. With conditional,
+// the If-Match version is passed on (0 when absent).
+func (s *Server) pathCommand(c echo.Context, conditional bool, params []string,
+	run func(ctx context.Context, cc commands.Context, ids []uuid.UUID, expected int64) (eventstore.Position, error)) error {
+	ids := make([]uuid.UUID, len(params))
+	out := map[string]any{}
+	for i, p := range params {
+		id, err := pathUUID(c, p)
+		if err != nil {
+			return err
+		}
+		ids[i], out[p] = id, id
+	}
+	var expected int64
+	if conditional {
+		var err error
+		if expected, err = ifMatch(c); err != nil {
+			return err
+		}
+	}
+	cc, err := commandContext(c, nil)
+	if err != nil {
+		return err
+	}
+	pos, err := run(c.Request().Context(), cc, ids, expected)
+	if err != nil {
+		return err
+	}
+	out["id"] = ids[len(ids)-1]
+	out["position"] = withPosition(c, pos)
+	return c.JSON(http.StatusOK, out)
+}
+
+// readCommand decodes a command's JSON body into dst and collects who issues it; with conditional it
+// also reads the If-Match version (0 when absent).
+func readCommand(c echo.Context, dst any, conditional bool) (commands.Context, int64, error) {
+	body, err := readJSON(c, dst)
+	if err != nil {
+		return commands.Context{}, 0, err
+	}
+	var expected int64
+	if conditional {
+		if expected, err = ifMatch(c); err != nil {
+			return commands.Context{}, 0, err
+		}
+	}
+	cc, err := commandContext(c, body)
+	return cc, expected, err
+}

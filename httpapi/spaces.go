@@ -55,16 +55,12 @@ func (s *Server) createSpace(c echo.Context) error {
 		Visibility string     `json:"visibility"`
 		OrgID      *uuid.UUID `json:"org_id"`
 	}
-	body, err := readJSON(c, &in)
+	cc, _, err := readCommand(c, &in, false)
 	if err != nil {
 		return err
 	}
 	if in.Visibility == "" {
 		in.Visibility = space.Private
-	}
-	cc, err := commandContext(c, body)
-	if err != nil {
-		return err
 	}
 	r, err := s.deps.Commands.CreateSpace(c.Request().Context(), cc, in.OrgID, in.Name, in.Slug, in.Visibility)
 	if err != nil {
@@ -83,15 +79,7 @@ func (s *Server) updateSpace(c echo.Context) error {
 		Slug       *string `json:"slug"`
 		Visibility *string `json:"visibility"`
 	}
-	body, err := readJSON(c, &in)
-	if err != nil {
-		return err
-	}
-	expected, err := ifMatch(c)
-	if err != nil {
-		return err
-	}
-	cc, err := commandContext(c, body)
+	cc, expected, err := readCommand(c, &in, true)
 	if err != nil {
 		return err
 	}
@@ -104,32 +92,10 @@ func (s *Server) updateSpace(c echo.Context) error {
 }
 
 func (s *Server) deleteSpace(c echo.Context) error {
-	return s.deleteByID(c, "space_id", func(ctx context.Context, cc commands.Context, id uuid.UUID, expected int64) (eventstore.Position, error) {
-		r, err := s.deps.Commands.DeleteSpace(ctx, cc, id, expected)
+	return s.pathCommand(c, true, []string{"space_id"}, func(ctx context.Context, cc commands.Context, ids []uuid.UUID, expected int64) (eventstore.Position, error) {
+		r, err := s.deps.Commands.DeleteSpace(ctx, cc, ids[0], expected)
 		return r.Position, err
 	})
-}
-
-// deleteByID runs a delete command on the resource named by path parameter param, honouring If-Match,
-// and answers {id, position}.
-func (s *Server) deleteByID(c echo.Context, param string, del func(ctx context.Context, cc commands.Context, id uuid.UUID, expected int64) (eventstore.Position, error)) error {
-	id, err := pathUUID(c, param)
-	if err != nil {
-		return err
-	}
-	expected, err := ifMatch(c)
-	if err != nil {
-		return err
-	}
-	cc, err := commandContext(c, nil)
-	if err != nil {
-		return err
-	}
-	pos, err := del(c.Request().Context(), cc, id, expected)
-	if err != nil {
-		return err
-	}
-	return c.JSON(http.StatusOK, map[string]any{"id": id, "position": withPosition(c, pos)})
 }
 
 func (s *Server) getSpace(c echo.Context) error {
