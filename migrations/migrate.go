@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/pressly/goose/v3"
 	"github.com/pressly/goose/v3/lock"
@@ -86,4 +87,28 @@ func up(ctx context.Context, db *sql.DB, log *slog.Logger) ([]int64, error) {
 		}
 	}
 	return applied, nil
+}
+
+// The database roles the migrations create (00009_row_level_security.sql): the HTTP API and command
+// handlers run as APIRole, projectors as ProjectorRole; the role that runs migrations owns the tables.
+const (
+	APIRole       = "atlas_api"
+	ProjectorRole = "atlas_projector"
+)
+
+// ConnectAs makes every connection of a pool switch to role (SET ROLE) before it is used, so that the
+// role's privileges and row-level-security policies apply to everything the pool runs.
+func ConnectAs(cfg *pgxpool.Config, role string) {
+	prev := cfg.AfterConnect
+	cfg.AfterConnect = func(ctx context.Context, conn *pgx.Conn) error {
+		if prev != nil {
+			if err := prev(ctx, conn); err != nil {
+				return err
+			}
+		}
+		if _, err := conn.Exec(ctx, "SET ROLE "+pgx.Identifier{role}.Sanitize()); err != nil {
+			return fmt.Errorf("switch to database role %s: %w", role, err)
+		}
+		return nil
+	}
 }

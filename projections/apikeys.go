@@ -57,27 +57,30 @@ func (q *Queries) APIKeysOf(ctx context.Context, user uuid.UUID, cursor string, 
 	if err != nil {
 		return APIKeyPage{}, err
 	}
-	rows, err := q.pool.Query(ctx, `SELECT k.id, k.name, k.prefix, k.created_at, u.last_used_at
-		FROM api_keys k LEFT JOIN api_key_usage u ON u.key_id = k.id
-		WHERE k.user_id = $1 AND k.revoked_at IS NULL AND k.id > $2 ORDER BY k.id LIMIT $3`, user, after, limit+1)
-	if err != nil {
-		return APIKeyPage{}, fmt.Errorf("list api keys: %w", err)
-	}
-	defer rows.Close()
 	out := []APIKeyView{}
-	for rows.Next() {
-		var v APIKeyView
-		if err := rows.Scan(&v.ID, &v.Name, &v.Prefix, &v.CreatedAt, &v.LastUsedAt); err != nil {
-			return APIKeyPage{}, err
+	err = q.tenantTx(ctx, user, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, `SELECT k.id, k.name, k.prefix, k.created_at, u.last_used_at
+			FROM api_keys k LEFT JOIN api_key_usage u ON u.key_id = k.id
+			WHERE k.user_id = $1 AND k.revoked_at IS NULL AND k.id > $2 ORDER BY k.id LIMIT $3`, user, after, limit+1)
+		if err != nil {
+			return fmt.Errorf("list api keys: %w", err)
 		}
-		v.CreatedAt = v.CreatedAt.UTC()
-		if v.LastUsedAt != nil {
-			t := v.LastUsedAt.UTC()
-			v.LastUsedAt = &t
+		defer rows.Close()
+		for rows.Next() {
+			var v APIKeyView
+			if err := rows.Scan(&v.ID, &v.Name, &v.Prefix, &v.CreatedAt, &v.LastUsedAt); err != nil {
+				return err
+			}
+			v.CreatedAt = v.CreatedAt.UTC()
+			if v.LastUsedAt != nil {
+				t := v.LastUsedAt.UTC()
+				v.LastUsedAt = &t
+			}
+			out = append(out, v)
 		}
-		out = append(out, v)
-	}
-	if err := rows.Err(); err != nil {
+		return rows.Err()
+	})
+	if err != nil {
 		return APIKeyPage{}, err
 	}
 	page := APIKeyPage{Items: out}

@@ -114,30 +114,33 @@ type SpaceMemberView struct {
 // SpaceMembers lists a space's members for a viewer who may read the space in their own name (its
 // managers and members; not everyone who can read a public space); CodeNotFound otherwise.
 func (q *Queries) SpaceMembers(ctx context.Context, viewer, id uuid.UUID) ([]SpaceMemberView, error) {
-	var ok bool
-	if err := q.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM permissions
-		WHERE principal_id = $1 AND permission = 'read' AND resource_id = $2)`, viewer, id).Scan(&ok); err != nil {
-		return nil, fmt.Errorf("check space members permission: %w", err)
-	}
-	if !ok {
-		return nil, domain.Errorf(domain.CodeNotFound, "space not found")
-	}
-	rows, err := q.pool.Query(ctx, `SELECT m.user_id, coalesce(u.name, ''), m.role, m.added_at FROM space_members m
-		LEFT JOIN users u ON u.id = m.user_id WHERE m.space_id = $1 ORDER BY m.added_at, m.user_id`, id)
-	if err != nil {
-		return nil, fmt.Errorf("list space members: %w", err)
-	}
-	defer rows.Close()
 	out := []SpaceMemberView{}
-	for rows.Next() {
-		var v SpaceMemberView
-		if err := rows.Scan(&v.UserID, &v.Name, &v.Role, &v.AddedAt); err != nil {
-			return nil, err
+	err := q.tenantTx(ctx, viewer, func(tx pgx.Tx) error {
+		var ok bool
+		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM permissions
+			WHERE principal_id = $1 AND permission = 'read' AND resource_id = $2)`, viewer, id).Scan(&ok); err != nil {
+			return fmt.Errorf("check space members permission: %w", err)
 		}
-		v.AddedAt = v.AddedAt.UTC()
-		out = append(out, v)
-	}
-	return out, rows.Err()
+		if !ok {
+			return domain.Errorf(domain.CodeNotFound, "space not found")
+		}
+		rows, err := tx.Query(ctx, `SELECT m.user_id, coalesce(u.name, ''), m.role, m.added_at FROM space_members m
+			LEFT JOIN users u ON u.id = m.user_id WHERE m.space_id = $1 ORDER BY m.added_at, m.user_id`, id)
+		if err != nil {
+			return fmt.Errorf("list space members: %w", err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var v SpaceMemberView
+			if err := rows.Scan(&v.UserID, &v.Name, &v.Role, &v.AddedAt); err != nil {
+				return err
+			}
+			v.AddedAt = v.AddedAt.UTC()
+			out = append(out, v)
+		}
+		return rows.Err()
+	})
+	return out, err
 }
 
 // UserView is a user as the users read model holds it.
@@ -170,15 +173,69 @@ type Queries struct {
 	pool *pgxpool.Pool
 }
 
-// NewQueries returns the read-model queries over pool.
+// NewQueries returns the read-model queries over pool, whose connections run as the API's database
+// role (migrations.APIRole) so that row-level security applies.
 func NewQueries(pool *pgxpool.Pool) *Queries { return &Queries{pool: pool} }
 
-// User returns a user by id; CodeNotFound when there is none.
-func (q *Queries) User(ctx context.Context, id uuid.UUID) (UserView, error) {
+// tenantTx runs f in a read-only transaction whose row-level-security context is viewer and the
+// organizations viewer belongs to (atlas_enter, transaction-local). Every query runs this way: the
+// WHERE clauses and permission joins decide what a viewer may read, and the policies make sure that a
+// query that got them wrong still sees nothing outside the viewer's tenants.
+func (q *Queries) tenantTx(ctx context.Context, viewer uuid.UUID, f func(pgx.Tx) error) error {
+	// BEGIN and atlas_enter go in one round trip (the simple protocol takes both statements at once);
+	// a uuid's text form is hex digits and hyphens, safe as a literal.
+	begin := "BEGIN READ ONLY; SELECT atlas_enter('" + viewer.String() + "')"
+	return pgx.BeginTxFunc(ctx, q.pool, pgx.TxOptions{BeginQuery: begin}, f)
+}
+
+// tenantQuery is tenantTx for a single statement, in one round trip: BEGIN, atlas_enter, the query
+// and COMMIT go to the server as one batch. each is called for every row.
+func (q *Queries) tenantQuery(ctx context.Context, viewer uuid.UUID, each func(pgx.Rows) error, sql string, args ...any) error {
+	b := &pgx.Batch{}
+	b.Queue("BEGIN READ ONLY")
+	b.Queue("SELECT atlas_enter($1)", viewer)
+	b.Queue(sql, args...)
+	b.Queue("COMMIT")
+	br := q.pool.SendBatch(ctx, b)
+	err := func() error {
+		if _, err := br.Exec(); err != nil {
+			return err
+		}
+		if _, err := br.Exec(); err != nil {
+			return fmt.Errorf("enter tenant context: %w", err)
+		}
+		rows, err := br.Query()
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			if err := each(rows); err != nil {
+				return err
+			}
+		}
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		_, err = br.Exec()
+		return err
+	}()
+	// Closing reads whatever is left; a connection left inside a failed transaction is not reused
+	// (the pool discards connections that are not idle).
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// User returns the viewer's own user record; CodeNotFound when there is none.
+func (q *Queries) User(ctx context.Context, viewer uuid.UUID) (UserView, error) {
 	var u UserView
-	err := q.pool.QueryRow(ctx, `SELECT id, email, name, personal_space_id, version, created_at, updated_at
-		FROM users WHERE id = $1`, id).
-		Scan(&u.ID, &u.Email, &u.Name, &u.PersonalSpaceID, &u.Version, &u.CreatedAt, &u.UpdatedAt)
+	err := q.tenantTx(ctx, viewer, func(tx pgx.Tx) error {
+		return tx.QueryRow(ctx, `SELECT id, email, name, personal_space_id, version, created_at, updated_at
+			FROM users WHERE id = $1`, viewer).
+			Scan(&u.ID, &u.Email, &u.Name, &u.PersonalSpaceID, &u.Version, &u.CreatedAt, &u.UpdatedAt)
+	})
 	if errors.Is(err, pgx.ErrNoRows) {
 		return u, domain.Errorf(domain.CodeNotFound, "user not found")
 	}
@@ -197,11 +254,17 @@ func scanSpace(row pgx.Row) (SpaceView, error) {
 // Space returns a space the viewer may read, checked against the permission projection. Any other
 // space, existing or not, is CodeNotFound, so existence never leaks.
 func (q *Queries) Space(ctx context.Context, viewer, id uuid.UUID) (SpaceView, error) {
-	s, err := scanSpace(q.pool.QueryRow(ctx, `SELECT `+spaceColumns+` FROM spaces
+	var s SpaceView
+	found := false
+	err := q.tenantQuery(ctx, viewer, func(rows pgx.Rows) (err error) {
+		s, err = scanSpace(rows)
+		found = true
+		return err
+	}, `SELECT `+spaceColumns+` FROM spaces
 		WHERE id = $1 AND EXISTS (SELECT 1 FROM permissions p
 			WHERE p.principal_id IN ($2, $3) AND p.permission = 'read' AND p.resource_id = spaces.id)`,
-		id, viewer, Anyone))
-	if errors.Is(err, pgx.ErrNoRows) {
+		id, viewer, Anyone)
+	if err == nil && !found {
 		return s, domain.Errorf(domain.CodeNotFound, "space not found")
 	}
 	return s, err
@@ -223,25 +286,18 @@ func (q *Queries) SpacesOf(ctx context.Context, viewer uuid.UUID, orgID *uuid.UU
 	// Space ids are UUIDv7, so id order is creation order and the id is the cursor. The list is the
 	// spaces the viewer holds a read permission on in their own name: public spaces of others are
 	// readable by link but not listed.
-	rows, err := q.pool.Query(ctx, `SELECT `+prefixed("s.", spaceColumns)+` FROM permissions p
+	page := SpacePage{Items: []SpaceView{}}
+	err = q.tenantQuery(ctx, viewer, func(rows pgx.Rows) error {
+		s, err := scanSpace(rows)
+		page.Items = append(page.Items, s)
+		return err
+	}, `SELECT `+prefixed("s.", spaceColumns)+` FROM permissions p
 		JOIN spaces s ON s.id = p.resource_id
 		WHERE p.principal_id = $1 AND p.permission = 'read' AND p.resource_id > $2
 		  AND ($4::uuid IS NULL OR s.org_id = $4)
 		ORDER BY p.resource_id LIMIT $3`, viewer, after, limit+1, orgID)
 	if err != nil {
 		return SpacePage{}, fmt.Errorf("list spaces: %w", err)
-	}
-	defer rows.Close()
-	page := SpacePage{Items: []SpaceView{}}
-	for rows.Next() {
-		s, err := scanSpace(rows)
-		if err != nil {
-			return SpacePage{}, err
-		}
-		page.Items = append(page.Items, s)
-	}
-	if err := rows.Err(); err != nil {
-		return SpacePage{}, err
 	}
 	if len(page.Items) > limit {
 		page.Items = page.Items[:limit]

@@ -181,9 +181,9 @@ type InvitationView struct {
 
 // requirePermission checks one permission row: CodeNotFound when viewer may not read the
 // organization at all, CodeForbidden when they may read but lack perm.
-func (q *Queries) requirePermission(ctx context.Context, viewer, resource uuid.UUID, perm string) error {
+func requirePermission(ctx context.Context, tx pgx.Tx, viewer, resource uuid.UUID, perm string) error {
 	var read, has bool
-	err := q.pool.QueryRow(ctx, `SELECT
+	err := tx.QueryRow(ctx, `SELECT
 		EXISTS (SELECT 1 FROM permissions WHERE principal_id = $1 AND permission = 'read' AND resource_id = $2),
 		EXISTS (SELECT 1 FROM permissions WHERE principal_id = $1 AND permission = $3 AND resource_id = $2)`,
 		viewer, resource, perm).Scan(&read, &has)
@@ -209,11 +209,15 @@ func scanOrg(row pgx.Row) (OrgView, error) {
 
 // Org returns an organization viewer is a member of; CodeNotFound otherwise.
 func (q *Queries) Org(ctx context.Context, viewer, id uuid.UUID) (OrgView, error) {
-	if err := q.requirePermission(ctx, viewer, id, PermRead); err != nil {
-		return OrgView{}, err
-	}
-	v, err := scanOrg(q.pool.QueryRow(ctx, `SELECT `+orgColumns+` FROM orgs o
-		JOIN org_members m ON m.org_id = o.id AND m.user_id = $1 WHERE o.id = $2`, viewer, id))
+	var v OrgView
+	err := q.tenantTx(ctx, viewer, func(tx pgx.Tx) (err error) {
+		if err := requirePermission(ctx, tx, viewer, id, PermRead); err != nil {
+			return err
+		}
+		v, err = scanOrg(tx.QueryRow(ctx, `SELECT `+orgColumns+` FROM orgs o
+			JOIN org_members m ON m.org_id = o.id AND m.user_id = $1 WHERE o.id = $2`, viewer, id))
+		return err
+	})
 	if errors.Is(err, pgx.ErrNoRows) {
 		return v, domain.Errorf(domain.CodeNotFound, "organization not found")
 	}
@@ -222,67 +226,76 @@ func (q *Queries) Org(ctx context.Context, viewer, id uuid.UUID) (OrgView, error
 
 // OrgsOf lists the organizations user belongs to, with their role, oldest first.
 func (q *Queries) OrgsOf(ctx context.Context, user uuid.UUID) ([]OrgView, error) {
-	rows, err := q.pool.Query(ctx, `SELECT `+orgColumns+` FROM org_members m JOIN orgs o ON o.id = m.org_id
-		WHERE m.user_id = $1 ORDER BY o.id`, user)
-	if err != nil {
-		return nil, fmt.Errorf("list organizations: %w", err)
-	}
-	defer rows.Close()
 	out := []OrgView{}
-	for rows.Next() {
-		v, err := scanOrg(rows)
+	err := q.tenantTx(ctx, user, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, `SELECT `+orgColumns+` FROM org_members m JOIN orgs o ON o.id = m.org_id
+			WHERE m.user_id = $1 ORDER BY o.id`, user)
 		if err != nil {
-			return nil, err
+			return fmt.Errorf("list organizations: %w", err)
 		}
-		out = append(out, v)
-	}
-	return out, rows.Err()
+		defer rows.Close()
+		for rows.Next() {
+			v, err := scanOrg(rows)
+			if err != nil {
+				return err
+			}
+			out = append(out, v)
+		}
+		return rows.Err()
+	})
+	return out, err
 }
 
 // Members lists an organization's members for a viewer who belongs to it.
 func (q *Queries) Members(ctx context.Context, viewer, orgID uuid.UUID) ([]MemberView, error) {
-	if err := q.requirePermission(ctx, viewer, orgID, PermRead); err != nil {
-		return nil, err
-	}
-	rows, err := q.pool.Query(ctx, `SELECT m.user_id, coalesce(u.name, ''), coalesce(u.email, ''), m.role, m.joined_at
-		FROM org_members m LEFT JOIN users u ON u.id = m.user_id WHERE m.org_id = $1 ORDER BY m.joined_at, m.user_id`, orgID)
-	if err != nil {
-		return nil, fmt.Errorf("list members: %w", err)
-	}
-	defer rows.Close()
 	out := []MemberView{}
-	for rows.Next() {
-		var v MemberView
-		if err := rows.Scan(&v.UserID, &v.Name, &v.Email, &v.Role, &v.JoinedAt); err != nil {
-			return nil, err
+	err := q.tenantTx(ctx, viewer, func(tx pgx.Tx) error {
+		if err := requirePermission(ctx, tx, viewer, orgID, PermRead); err != nil {
+			return err
 		}
-		v.JoinedAt = v.JoinedAt.UTC()
-		out = append(out, v)
-	}
-	return out, rows.Err()
+		rows, err := tx.Query(ctx, `SELECT m.user_id, coalesce(u.name, ''), coalesce(u.email, ''), m.role, m.joined_at
+			FROM org_members m LEFT JOIN users u ON u.id = m.user_id WHERE m.org_id = $1 ORDER BY m.joined_at, m.user_id`, orgID)
+		if err != nil {
+			return fmt.Errorf("list members: %w", err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var v MemberView
+			if err := rows.Scan(&v.UserID, &v.Name, &v.Email, &v.Role, &v.JoinedAt); err != nil {
+				return err
+			}
+			v.JoinedAt = v.JoinedAt.UTC()
+			out = append(out, v)
+		}
+		return rows.Err()
+	})
+	return out, err
 }
 
 // Invitations lists an organization's pending, unexpired invitations for its owners and admins.
 func (q *Queries) Invitations(ctx context.Context, viewer, orgID uuid.UUID, now time.Time) ([]InvitationView, error) {
-	if err := q.requirePermission(ctx, viewer, orgID, PermManage); err != nil {
-		return nil, err
-	}
-	rows, err := q.pool.Query(ctx, `SELECT id, email, role, invited_by, expires_at, created_at FROM org_invitations
-		WHERE org_id = $1 AND expires_at > $2 ORDER BY id`, orgID, now)
-	if err != nil {
-		return nil, fmt.Errorf("list invitations: %w", err)
-	}
-	defer rows.Close()
 	out := []InvitationView{}
-	for rows.Next() {
-		var v InvitationView
-		if err := rows.Scan(&v.ID, &v.Email, &v.Role, &v.InvitedBy, &v.ExpiresAt, &v.CreatedAt); err != nil {
-			return nil, err
+	err := q.tenantTx(ctx, viewer, func(tx pgx.Tx) error {
+		if err := requirePermission(ctx, tx, viewer, orgID, PermManage); err != nil {
+			return err
 		}
-		v.ExpiresAt, v.CreatedAt = v.ExpiresAt.UTC(), v.CreatedAt.UTC()
-		out = append(out, v)
-	}
-	return out, rows.Err()
+		rows, err := tx.Query(ctx, `SELECT id, email, role, invited_by, expires_at, created_at FROM org_invitations
+			WHERE org_id = $1 AND expires_at > $2 ORDER BY id`, orgID, now)
+		if err != nil {
+			return fmt.Errorf("list invitations: %w", err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var v InvitationView
+			if err := rows.Scan(&v.ID, &v.Email, &v.Role, &v.InvitedBy, &v.ExpiresAt, &v.CreatedAt); err != nil {
+				return err
+			}
+			v.ExpiresAt, v.CreatedAt = v.ExpiresAt.UTC(), v.CreatedAt.UTC()
+			out = append(out, v)
+		}
+		return rows.Err()
+	})
+	return out, err
 }
 
 // Membership is one organization a user belongs to, for /me.
@@ -293,9 +306,14 @@ type Membership struct {
 
 // Memberships lists user's organization memberships.
 func (q *Queries) Memberships(ctx context.Context, user uuid.UUID) ([]Membership, error) {
-	rows, err := q.pool.Query(ctx, `SELECT org_id, role FROM org_members WHERE user_id = $1 ORDER BY org_id`, user)
-	if err != nil {
-		return nil, fmt.Errorf("list memberships: %w", err)
-	}
-	return pgx.CollectRows(rows, pgx.RowToStructByPos[Membership])
+	var out []Membership
+	err := q.tenantTx(ctx, user, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, `SELECT org_id, role FROM org_members WHERE user_id = $1 ORDER BY org_id`, user)
+		if err != nil {
+			return fmt.Errorf("list memberships: %w", err)
+		}
+		out, err = pgx.CollectRows(rows, pgx.RowToStructByPos[Membership])
+		return err
+	})
+	return out, err
 }

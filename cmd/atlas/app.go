@@ -31,18 +31,20 @@ import (
 // App is Atlas wired together: the composition root that `atlas serve` runs and end-to-end tests
 // start on port 0 with a temporary database.
 type App struct {
-	Config   Config
-	Log      *slog.Logger
-	Pool     *pgxpool.Pool
-	Bucket   *blob.Bucket
-	Signal   *eventstore.Signal
-	Store    *eventstore.Store
-	Keys     *eventstore.SubjectKeys
-	Runtime  *projections.Runtime
-	Commands *commands.Handlers
-	API      *httpapi.Server
-	Registry *prometheus.Registry
-	Redis    *redis.Client // nil unless REDIS_URL is set
+	Config Config
+	Log    *slog.Logger
+	Pool   *pgxpool.Pool // as migrations.APIRole
+	// ProjectorPool runs as migrations.ProjectorRole.
+	ProjectorPool *pgxpool.Pool
+	Bucket        *blob.Bucket
+	Signal        *eventstore.Signal
+	Store         *eventstore.Store
+	Keys          *eventstore.SubjectKeys
+	Runtime       *projections.Runtime
+	Commands      *commands.Handlers
+	API           *httpapi.Server
+	Registry      *prometheus.Registry
+	Redis         *redis.Client // nil unless REDIS_URL is set
 
 	hasher commands.PasswordHasher
 }
@@ -56,25 +58,25 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	if _, err := migrations.Up(ctx, cfg.DatabaseURL, log); err != nil {
 		return nil, err
 	}
-	pcfg, err := pgxpool.ParseConfig(cfg.DatabaseURL)
+	// Two pools, one per database role: the API's (commands and queries, under row-level security)
+	// and the projectors'. The DATABASE_URL user, which ran the migrations, owns the tables and is
+	// used for nothing else.
+	pool, err := openPool(ctx, cfg.DatabaseURL, migrations.APIRole, 20)
 	if err != nil {
-		return nil, fmt.Errorf("DATABASE_URL: %w", err)
+		return nil, err
 	}
-	if pcfg.MaxConns < 20 {
-		pcfg.MaxConns = 20
-	}
-	eventstore.CancelQueriesOnContextEnd(pcfg)
-	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
+	projectorPool, err := openPool(ctx, cfg.DatabaseURL, migrations.ProjectorRole, 16)
 	if err != nil {
-		return nil, fmt.Errorf("connect to PostgreSQL: %w", err)
+		pool.Close()
+		return nil, err
 	}
-	a := &App{Config: cfg, Log: log, Pool: pool, Signal: eventstore.NewSignal(), Registry: prometheus.NewRegistry()}
+	a := &App{Config: cfg, Log: log, Pool: pool, ProjectorPool: projectorPool, Signal: eventstore.NewSignal(), Registry: prometheus.NewRegistry()}
 	if a.hasher == nil {
 		a.hasher = commands.DefaultArgon2id
 	}
 	a.Bucket, err = blob.OpenBucket(ctx, cfg.BlobURL)
 	if err != nil {
-		pool.Close()
+		a.Close()
 		return nil, fmt.Errorf("open blob bucket %s: %w", redact(cfg.BlobURL), err)
 	}
 	m := newStoreMetrics(a.Registry)
@@ -82,7 +84,7 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	commands.RegisterEvents(registry)
 	a.Keys = eventstore.NewSubjectKeys(pool, cfg.KeyCacheTTL)
 	a.Store = eventstore.New(pool, registry, a.Keys, eventstore.Options{Signal: a.Signal, OnAppend: m.appended})
-	a.Runtime = projections.NewRuntime(pool, a.Store, a.Signal, log, projections.Options{
+	a.Runtime = projections.NewRuntime(projectorPool, a.Store, a.Signal, log, projections.Options{
 		BatchSize: cfg.ProjectorBatch, Fallback: cfg.ProjectorPoll,
 	}, projections.Users(), projections.Spaces(), projections.Permissions(), projections.APIKeys(), projections.Orgs())
 	a.Commands = commands.New(commands.Config{Store: a.Store, Sessions: commands.Sessions{Pool: pool}, Hasher: a.hasher, SessionTTL: cfg.SessionTTL})
@@ -120,6 +122,25 @@ func (a *App) Close() {
 		_ = a.Redis.Close()
 	}
 	a.Pool.Close()
+	a.ProjectorPool.Close()
+}
+
+// openPool connects to dbURL allowing at least maxConns connections (more if the URL asks), each switched to role.
+func openPool(ctx context.Context, dbURL, role string, maxConns int32) (*pgxpool.Pool, error) {
+	pcfg, err := pgxpool.ParseConfig(dbURL)
+	if err != nil {
+		return nil, fmt.Errorf("DATABASE_URL: %w", err)
+	}
+	if pcfg.MaxConns < maxConns {
+		pcfg.MaxConns = maxConns
+	}
+	eventstore.CancelQueriesOnContextEnd(pcfg)
+	migrations.ConnectAs(pcfg, role)
+	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
+	if err != nil {
+		return nil, fmt.Errorf("connect to PostgreSQL as %s: %w", role, err)
+	}
+	return pool, nil
 }
 
 // checkBlob really writes, reads back and deletes an object in the bucket.

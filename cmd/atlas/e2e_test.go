@@ -278,7 +278,7 @@ func TestEndToEnd(t *testing.T) {
 		"perm_space_members": "space_id, user_id"}
 	before := map[string]string{}
 	for table, o := range order {
-		before[table] = dumpOrdered(t, s.app.Pool, table, o)
+		before[table] = dumpOrdered(t, s.app.ProjectorPool, table, o)
 	}
 	for _, name := range []string{"users", "spaces", "permissions", "api_keys", "orgs"} {
 		var out, errOut bytes.Buffer
@@ -290,7 +290,7 @@ func TestEndToEnd(t *testing.T) {
 		}
 	}
 	for table, want := range before {
-		if got := dumpOrdered(t, s.app.Pool, table, order[table]); got != want {
+		if got := dumpOrdered(t, s.app.ProjectorPool, table, order[table]); got != want {
 			t.Fatalf("%s after rebuild:\n%s\nbefore:\n%s", table, got, want)
 		}
 	}

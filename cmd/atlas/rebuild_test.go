@@ -36,7 +36,7 @@ func TestRebuildResumesAfterInterruption(t *testing.T) {
 	if err := app.Runtime.WaitFor(wctx, last.Position, "spaces"); err != nil {
 		t.Fatal(err)
 	}
-	want := dump(t, app.Pool, "spaces")
+	want := dump(t, app.ProjectorPool, "spaces")
 
 	// Start a rebuild and interrupt it part-way.
 	if _, err := app.Runtime.StartRebuild(ctx, "spaces"); err != nil {
@@ -67,7 +67,7 @@ func TestRebuildResumesAfterInterruption(t *testing.T) {
 			t.Fatalf("after the interruption: %+v, want rebuilding and behind", s)
 		}
 	}
-	if got := dump(t, app.Pool, "spaces"); got == want {
+	if got := dump(t, app.ProjectorPool, "spaces"); got == want {
 		t.Fatal("the interrupted rebuild already had every row; the test proves nothing")
 	}
 
@@ -78,7 +78,7 @@ func TestRebuildResumesAfterInterruption(t *testing.T) {
 	if !strings.Contains(out.String(), "resuming") || !strings.Contains(out.String(), "rebuilt spaces") {
 		t.Fatalf("rebuild output: %s", out.String())
 	}
-	if got := dump(t, app.Pool, "spaces"); got != want {
+	if got := dump(t, app.ProjectorPool, "spaces"); got != want {
 		t.Fatalf("after the resumed rebuild:\n%s\nwant:\n%s", got, want)
 	}
 }
