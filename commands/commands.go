@@ -78,6 +78,7 @@ type Handlers struct {
 	now        func() time.Time
 	sessionTTL time.Duration
 	usage      keyUsage
+	orgLocks   chan struct{} // slots for holding organization locks (orglock.go)
 }
 
 // Config configures Handlers.
@@ -101,7 +102,8 @@ func New(c Config) *Handlers {
 	if c.SessionTTL <= 0 {
 		c.SessionTTL = 30 * 24 * time.Hour
 	}
-	return &Handlers{store: c.Store, sessions: c.Sessions, hasher: c.Hasher, now: c.Now, sessionTTL: c.SessionTTL}
+	return &Handlers{store: c.Store, sessions: c.Sessions, hasher: c.Hasher, now: c.Now, sessionTTL: c.SessionTTL,
+		orgLocks: make(chan struct{}, orgLockSlots)}
 }
 
 // load folds a stream's events (up to maxVersion; 0 for all) into an aggregate state, and returns the
@@ -138,11 +140,12 @@ func (h *Handlers) replay(ctx context.Context, cc Context) (eventstore.Idempoten
 
 // appendIdempotent appends req with cc's idempotency key (if any). When a concurrent duplicate won the
 // key, it returns that duplicate's stored result instead of an error.
-func (h *Handlers) appendIdempotent(ctx context.Context, cc Context, stream uuid.UUID, req eventstore.AppendRequest) (eventstore.AppendResult, *eventstore.IdempotentResult, error) {
+// With t, it appends in that transaction.
+func (h *Handlers) appendIdempotent(ctx context.Context, t *txn, cc Context, stream uuid.UUID, req eventstore.AppendRequest) (eventstore.AppendResult, *eventstore.IdempotentResult, error) {
 	if cc.IdempotencyKey != "" && cc.Actor != uuid.Nil {
 		req.Idempotency = &eventstore.IdempotencyKey{ActorID: cc.Actor, Key: cc.IdempotencyKey, RequestHash: cc.RequestHash, StreamID: stream}
 	}
-	res, err := h.store.Append(ctx, req)
+	res, err := h.appendIn(ctx, t, req)
 	// A concurrent duplicate may surface as any of the constraints it shares with this append (the
 	// order in which PostgreSQL checks them is not defined): look for its stored result first.
 	if err != nil && req.Idempotency != nil && (errors.Is(err, eventstore.ErrIdempotencyKeyUsed) ||

@@ -66,7 +66,18 @@ func (h *Handlers) changeOrg(ctx context.Context, cc Context, id uuid.UUID, expe
 	}
 }
 
+// changeOrgOnce holds the organization's exclusive lock: a member leaving takes their space
+// memberships with them, which must not race a space membership being added (orglock.go).
 func (h *Handlers) changeOrgOnce(ctx context.Context, cc Context, id uuid.UUID, command func(org.State) (any, error)) (OrgResult, error) {
+	var out OrgResult
+	err := h.withOrgLock(ctx, id, true, func(t *txn) (err error) {
+		out, err = h.changeOrgLocked(ctx, t, cc, id, command)
+		return err
+	})
+	return out, err
+}
+
+func (h *Handlers) changeOrgLocked(ctx context.Context, t *txn, cc Context, id uuid.UUID, command func(org.State) (any, error)) (OrgResult, error) {
 	st, last, err := load(ctx, h.store, id, 0, org.Evolve)
 	if err != nil {
 		return OrgResult{}, err
@@ -109,7 +120,7 @@ func (h *Handlers) changeOrgOnce(ctx context.Context, cc Context, id uuid.UUID, 
 			}
 		}
 	}
-	res, err := h.store.Append(ctx, req)
+	res, err := h.appendIn(ctx, t, req)
 	if errors.Is(err, eventstore.ErrReserved) {
 		return OrgResult{}, domain.Errorf(domain.CodeConflict, "the slug is already used by another organization")
 	}
@@ -140,7 +151,18 @@ func (h *Handlers) DeleteOrg(ctx context.Context, cc Context, id uuid.UUID, expe
 	}
 }
 
+// deleteOrgOnce holds the organization's exclusive lock, so that every space created before it is in
+// the batch and none is created after it (orglock.go).
 func (h *Handlers) deleteOrgOnce(ctx context.Context, cc Context, id uuid.UUID, expected int64) (OrgResult, error) {
+	var out OrgResult
+	err := h.withOrgLock(ctx, id, true, func(t *txn) (err error) {
+		out, err = h.deleteOrgLocked(ctx, t, cc, id, expected)
+		return err
+	})
+	return out, err
+}
+
+func (h *Handlers) deleteOrgLocked(ctx context.Context, t *txn, cc Context, id uuid.UUID, expected int64) (OrgResult, error) {
 	st, _, err := load(ctx, h.store, id, 0, org.Evolve)
 	if err != nil {
 		return OrgResult{}, err
@@ -169,7 +191,7 @@ func (h *Handlers) deleteOrgOnce(ctx context.Context, cc Context, id uuid.UUID, 
 			ExpectedVersion: sst.Version, Events: sevs})
 		req.Release = append(req.Release, eventstore.Reservation{Scope: space.SlugScope(id), Key: sst.Slug, StreamID: sst.ID})
 	}
-	res, err := h.store.Append(ctx, req)
+	res, err := h.appendIn(ctx, t, req)
 	if err != nil {
 		return OrgResult{}, fmt.Errorf("delete organization %s: %w", id, err)
 	}

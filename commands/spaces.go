@@ -32,27 +32,40 @@ func (h *Handlers) CreateSpace(ctx context.Context, cc Context, orgID *uuid.UUID
 		return h.spaceReplay(ctx, prev, err)
 	}
 	id := uuid.Must(uuid.NewV7())
-	owner, orgRole := cc.Actor, ""
-	if orgID != nil {
-		o, err := h.Org(ctx, *orgID)
+	create := func(t *txn) (SpaceResult, error) {
+		owner, orgRole := cc.Actor, ""
+		if orgID != nil {
+			o, err := h.Org(ctx, *orgID)
+			if err != nil {
+				return SpaceResult{}, err
+			}
+			if o.Exists() {
+				orgRole = o.RoleOf(cc.Actor)
+			}
+			owner = *orgID
+		}
+		evs, err := space.Decide(space.State{}, space.Create{Actor: cc.Actor, OrgID: orgID, OrgRole: orgRole, SpaceID: id, Name: name, Slug: slug, Visibility: visibility}, h.now())
 		if err != nil {
 			return SpaceResult{}, err
 		}
-		if o.Exists() {
-			orgRole = o.RoleOf(cc.Actor)
-		}
-		owner = *orgID
+		res, prev, err := h.appendIdempotent(ctx, t, cc, id, eventstore.AppendRequest{
+			Streams:  []eventstore.StreamAppend{{StreamType: space.StreamType, StreamID: id, TenantID: &owner, Events: evs}},
+			Metadata: cc.metadata(uuid.Must(uuid.NewV7())),
+			Claim:    []eventstore.Reservation{{Scope: space.SlugScope(owner), Key: slug, StreamID: id}},
+		})
+		return h.spaceOutcome(ctx, space.State{}, evs, res, prev, err)
 	}
-	evs, err := space.Decide(space.State{}, space.Create{Actor: cc.Actor, OrgID: orgID, OrgRole: orgRole, SpaceID: id, Name: name, Slug: slug, Visibility: visibility}, h.now())
-	if err != nil {
-		return SpaceResult{}, err
+	if orgID == nil {
+		return create(nil)
 	}
-	res, prev, err := h.appendIdempotent(ctx, cc, id, eventstore.AppendRequest{
-		Streams:  []eventstore.StreamAppend{{StreamType: space.StreamType, StreamID: id, TenantID: &owner, Events: evs}},
-		Metadata: cc.metadata(uuid.Must(uuid.NewV7())),
-		Claim:    []eventstore.Reservation{{Scope: space.SlugScope(owner), Key: slug, StreamID: id}},
+	// Adding to an organization: under its shared lock, so that a concurrent deletion either includes
+	// the new space or is seen by it (orglock.go).
+	var out SpaceResult
+	err := h.withOrgLock(ctx, *orgID, false, func(t *txn) (err error) {
+		out, err = create(t)
+		return err
 	})
-	return h.spaceOutcome(ctx, space.State{}, evs, res, prev, err)
+	return out, err
 }
 
 // SpaceFor loads a space and the role viewer holds in its organization ("" for none, or for a
@@ -77,7 +90,7 @@ func (h *Handlers) orgRole(ctx context.Context, orgID, user uuid.UUID) (string, 
 // UpdateSpace applies a partial update. Errors: CodeNotFound, CodeForbidden, CodeInvalid,
 // CodeVersionConflict (stale expected version or a concurrent writer), CodeConflict (slug taken).
 func (h *Handlers) UpdateSpace(ctx context.Context, cc Context, id uuid.UUID, u space.Update) (SpaceResult, error) {
-	return h.changeSpace(ctx, cc, id, u.ExpectedVersion, func(_ space.State, orgRole string) any {
+	return h.changeSpace(ctx, cc, id, u.ExpectedVersion, false, func(_ space.State, orgRole string) any {
 		u.Actor, u.OrgRole = cc.Actor, orgRole
 		return u
 	})
@@ -86,20 +99,22 @@ func (h *Handlers) UpdateSpace(ctx context.Context, cc Context, id uuid.UUID, u 
 // DeleteSpace deletes a space. Errors: CodeNotFound, CodeForbidden, CodeVersionConflict, CodeConflict
 // (the personal space).
 func (h *Handlers) DeleteSpace(ctx context.Context, cc Context, id uuid.UUID, expectedVersion int64) (SpaceResult, error) {
-	return h.changeSpace(ctx, cc, id, expectedVersion, func(_ space.State, orgRole string) any {
+	return h.changeSpace(ctx, cc, id, expectedVersion, false, func(_ space.State, orgRole string) any {
 		return space.Delete{Actor: cc.Actor, OrgRole: orgRole, ExpectedVersion: expectedVersion}
 	})
 }
 
 // changeSpace loads, decides and appends. Without an expected version from the caller (no If-Match),
 // a concurrent writer's win is not the caller's conflict: it reloads and decides again, a few times.
-func (h *Handlers) changeSpace(ctx context.Context, cc Context, id uuid.UUID, expected int64, command func(space.State, string) any) (SpaceResult, error) {
+// With addsToOrg, an organization space's change runs under the organization's shared lock (adding a
+// member, who must belong to the organization; orglock.go).
+func (h *Handlers) changeSpace(ctx context.Context, cc Context, id uuid.UUID, expected int64, addsToOrg bool, command func(space.State, string) any) (SpaceResult, error) {
 	if prev, ok, err := h.replay(ctx, cc); err != nil || ok {
 		return h.spaceReplay(ctx, prev, err)
 	}
 	const attempts = 3
 	for attempt := 1; ; attempt++ {
-		res, err := h.changeSpaceOnce(ctx, cc, id, command)
+		res, err := h.changeSpaceOnce(ctx, cc, id, addsToOrg, command)
 		if expected == 0 && attempt < attempts && errors.Is(err, eventstore.ErrVersionConflict) {
 			continue
 		}
@@ -107,12 +122,26 @@ func (h *Handlers) changeSpace(ctx context.Context, cc Context, id uuid.UUID, ex
 	}
 }
 
-func (h *Handlers) changeSpaceOnce(ctx context.Context, cc Context, id uuid.UUID, command func(space.State, string) any) (SpaceResult, error) {
+func (h *Handlers) changeSpaceOnce(ctx context.Context, cc Context, id uuid.UUID, addsToOrg bool, command func(space.State, string) any) (SpaceResult, error) {
 	st, last, err := load(ctx, h.store, id, 0, space.Evolve)
 	if err != nil {
 		return SpaceResult{}, err
 	}
+	if addsToOrg && st.OrgID != nil {
+		var out SpaceResult
+		err := h.withOrgLock(ctx, *st.OrgID, false, func(t *txn) (err error) {
+			out, err = h.decideSpace(ctx, t, cc, id, st, last, command)
+			return err
+		})
+		return out, err
+	}
+	return h.decideSpace(ctx, nil, cc, id, st, last, command)
+}
+
+// decideSpace decides a command on a loaded space and appends the outcome (in t, if not nil).
+func (h *Handlers) decideSpace(ctx context.Context, t *txn, cc Context, id uuid.UUID, st space.State, last eventstore.Position, command func(space.State, string) any) (SpaceResult, error) {
 	orgRole := ""
+	var err error
 	if st.OrgID != nil {
 		if orgRole, err = h.orgRole(ctx, *st.OrgID, cc.Actor); err != nil {
 			return SpaceResult{}, err
@@ -141,7 +170,7 @@ func (h *Handlers) changeSpaceOnce(ctx context.Context, cc Context, id uuid.UUID
 			req.Release = append(req.Release, eventstore.Reservation{Scope: scope, Key: e.Slug, StreamID: id})
 		}
 	}
-	res, prev, err := h.appendIdempotent(ctx, cc, id, req)
+	res, prev, err := h.appendIdempotent(ctx, t, cc, id, req)
 	return h.spaceOutcome(ctx, st, evs, res, prev, err)
 }
 
@@ -182,7 +211,7 @@ func (h *Handlers) AddSpaceMember(ctx context.Context, cc Context, id, userID uu
 		return SpaceResult{}, err
 	}
 	var lookupErr error
-	res, err := h.changeSpace(ctx, cc, id, 0, func(st space.State, orgRole string) any {
+	res, err := h.changeSpace(ctx, cc, id, 0, true, func(st space.State, orgRole string) any {
 		targetOrgRole := ""
 		if st.OrgID != nil {
 			targetOrgRole, lookupErr = h.orgRole(ctx, *st.OrgID, userID)
@@ -197,14 +226,14 @@ func (h *Handlers) AddSpaceMember(ctx context.Context, cc Context, id, userID uu
 
 // ChangeSpaceMember gives a space member a new role.
 func (h *Handlers) ChangeSpaceMember(ctx context.Context, cc Context, id, userID uuid.UUID, role string) (SpaceResult, error) {
-	return h.changeSpace(ctx, cc, id, 0, func(_ space.State, orgRole string) any {
+	return h.changeSpace(ctx, cc, id, 0, false, func(_ space.State, orgRole string) any {
 		return space.ChangeMember{Actor: cc.Actor, OrgRole: orgRole, UserID: userID, Role: role}
 	})
 }
 
 // RemoveSpaceMember removes a space member (or lets a member leave).
 func (h *Handlers) RemoveSpaceMember(ctx context.Context, cc Context, id, userID uuid.UUID) (SpaceResult, error) {
-	return h.changeSpace(ctx, cc, id, 0, func(_ space.State, orgRole string) any {
+	return h.changeSpace(ctx, cc, id, 0, false, func(_ space.State, orgRole string) any {
 		return space.RemoveMember{Actor: cc.Actor, OrgRole: orgRole, UserID: userID}
 	})
 }
