@@ -14,6 +14,7 @@ import (
 
 	"github.com/atlas-workspace/atlas/domain"
 	"github.com/atlas-workspace/atlas/domain/apikey"
+	"github.com/atlas-workspace/atlas/domain/note"
 	"github.com/atlas-workspace/atlas/domain/org"
 	"github.com/atlas-workspace/atlas/domain/space"
 	"github.com/atlas-workspace/atlas/domain/user"
@@ -42,6 +43,9 @@ func RegisterEvents(r *eventstore.Registry) {
 	eventstore.Register[org.MemberJoined](r)
 	eventstore.Register[org.MemberRoleChanged](r)
 	eventstore.Register[org.MemberRemoved](r)
+	eventstore.Register[note.Created](r)
+	eventstore.Register[note.Edited](r)
+	eventstore.Register[note.Deleted](r)
 }
 
 // Context is who issues a command and how to trace and deduplicate it.

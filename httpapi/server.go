@@ -16,6 +16,7 @@ import (
 
 	"github.com/atlas-workspace/atlas/commands"
 	"github.com/atlas-workspace/atlas/domain"
+	"github.com/atlas-workspace/atlas/domain/note"
 	"github.com/atlas-workspace/atlas/domain/space"
 	"github.com/atlas-workspace/atlas/domain/user"
 	"github.com/atlas-workspace/atlas/eventstore"
@@ -47,6 +48,10 @@ type Commands interface {
 	AcceptInvitation(ctx context.Context, cc commands.Context, token string) (commands.OrgResult, error)
 	ChangeMemberRole(ctx context.Context, cc commands.Context, orgID, userID uuid.UUID, role string) (commands.OrgResult, error)
 	RemoveMember(ctx context.Context, cc commands.Context, orgID, userID uuid.UUID) (commands.OrgResult, error)
+	CreateNote(ctx context.Context, cc commands.Context, spaceID uuid.UUID, title, body string) (commands.NoteResult, error)
+	EditNote(ctx context.Context, cc commands.Context, id uuid.UUID, expected int64, title, body *string) (commands.NoteResult, error)
+	DeleteNote(ctx context.Context, cc commands.Context, id uuid.UUID, expected int64) (commands.NoteResult, error)
+	NoteFor(ctx context.Context, viewer, id uuid.UUID) (note.State, note.Access, error)
 }
 
 // Queries is what the API needs of the read models.
@@ -61,6 +66,9 @@ type Queries interface {
 	Invitations(ctx context.Context, viewer, orgID uuid.UUID, now time.Time) ([]projections.InvitationView, error)
 	Memberships(ctx context.Context, user uuid.UUID) ([]projections.Membership, error)
 	SpaceMembers(ctx context.Context, viewer, id uuid.UUID) ([]projections.SpaceMemberView, error)
+	Note(ctx context.Context, viewer, id uuid.UUID) (projections.NoteView, error)
+	NotesOf(ctx context.Context, viewer, spaceID uuid.UUID, cursor string, limit int) (projections.NotePage, error)
+	NoteRevisions(ctx context.Context, viewer, noteID uuid.UUID, cursor string, limit int) (projections.NoteRevisionPage, error)
 }
 
 // Consistency waits for read models to reach a position.
@@ -151,6 +159,13 @@ func New(d Deps) *Server {
 	v1.POST("/spaces/:space_id/members", s.addSpaceMember, auth)
 	v1.PATCH("/spaces/:space_id/members/:user_id", s.changeSpaceMember, auth)
 	v1.DELETE("/spaces/:space_id/members/:user_id", s.removeSpaceMember, auth)
+	v1.POST("/spaces/:space_id/notes", s.createNote, auth)
+	v1.GET("/spaces/:space_id/notes", s.listNotes, auth)
+	v1.GET("/notes/:note_id", s.getNote, auth)
+	v1.PATCH("/notes/:note_id", s.updateNote, auth)
+	v1.DELETE("/notes/:note_id", s.deleteNote, auth)
+	v1.GET("/notes/:note_id/revisions", s.listNoteRevisions, auth)
+	v1.GET("/notes/:note_id/history", s.noteHistory, auth)
 	v1.POST("/orgs", s.createOrg, auth)
 	v1.GET("/orgs", s.listOrgs, auth)
 	v1.GET("/orgs/:org_id", s.getOrg, auth)

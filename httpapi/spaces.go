@@ -197,7 +197,19 @@ type historyDTO struct {
 
 // spaceHistory lists the events of a space's stream, oldest first, for whoever may read the space.
 func (s *Server) spaceHistory(c echo.Context) error {
-	id, err := pathUUID(c, "space_id")
+	return s.streamHistory(c, "space_id", func(ctx context.Context, id uuid.UUID) error {
+		st, orgRole, err := s.deps.Commands.SpaceFor(ctx, userID(c), id)
+		if err == nil && !st.CanRead(userID(c), orgRole) {
+			err = domain.Errorf(domain.CodeNotFound, "space not found")
+		}
+		return err
+	})
+}
+
+// streamHistory answers a page of the events of the stream named by the path parameter param, after
+// authorize lets the caller read the aggregate (and answers CodeNotFound when not).
+func (s *Server) streamHistory(c echo.Context, param string, authorize func(ctx context.Context, id uuid.UUID) error) error {
+	id, err := pathUUID(c, param)
 	if err != nil {
 		return err
 	}
@@ -212,12 +224,8 @@ func (s *Server) spaceHistory(c echo.Context) error {
 		}
 	}
 	ctx := c.Request().Context()
-	st, orgRole, err := s.deps.Commands.SpaceFor(ctx, userID(c), id)
-	if err != nil {
+	if err := authorize(ctx, id); err != nil {
 		return err
-	}
-	if !st.CanRead(userID(c), orgRole) {
-		return domain.Errorf(domain.CodeNotFound, "space not found")
 	}
 	recs, err := s.deps.Log.ReadStream(ctx, id, 0)
 	if err != nil {

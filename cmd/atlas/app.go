@@ -86,7 +86,7 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	a.Store = eventstore.New(pool, registry, a.Keys, eventstore.Options{Signal: a.Signal, OnAppend: m.appended})
 	a.Runtime = projections.NewRuntime(projectorPool, a.Store, a.Signal, log, projections.Options{
 		BatchSize: cfg.ProjectorBatch, Fallback: cfg.ProjectorPoll,
-	}, projections.Users(), projections.Spaces(), projections.Permissions(), projections.APIKeys(), projections.Orgs())
+	}, projections.Users(), projections.Spaces(), projections.Permissions(), projections.APIKeys(), projections.Orgs(), projections.Notes())
 	a.Commands = commands.New(commands.Config{Store: a.Store, Sessions: commands.Sessions{Pool: pool}, Hasher: a.hasher, SessionTTL: cfg.SessionTTL})
 	health := map[string]httpapi.Check{
 		"db":   func(ctx context.Context) error { return pool.Ping(ctx) },

@@ -15,7 +15,7 @@ func TestCrossTenantIsolation(t *testing.T) {
 		ownerID, memberID        string
 		org, space, personal     string
 		invitation, invitationTk string
-		key                      string
+		key, note                string
 	}
 	mk := func(name string) tenant {
 		var tn tenant
@@ -30,6 +30,9 @@ func TestCrossTenantIsolation(t *testing.T) {
 		r = s.do("POST", "/api/v1/spaces", tn.owner, map[string]any{"org_id": tn.org, "name": "Secret", "slug": "secret", "visibility": "public"})
 		expect(t, r, 201, "")
 		tn.space = r.json(t)["id"].(string)
+		r = s.do("POST", "/api/v1/spaces/"+tn.space+"/notes", tn.owner, map[string]string{"title": name + " note", "body": "secret"})
+		expect(t, r, 201, "")
+		tn.note = r.json(t)["id"].(string)
 		r = s.do("POST", "/api/v1/orgs/"+tn.org+"/invitations", tn.owner, map[string]string{"email": "pending@" + name + ".test"})
 		expect(t, r, 201, "")
 		tn.invitation, tn.invitationTk = r.json(t)["id"].(string), r.json(t)["token"].(string)
@@ -74,12 +77,20 @@ func TestCrossTenantIsolation(t *testing.T) {
 			{"POST", "/api/v1/spaces/" + their.space + "/members", map[string]any{"user_id": their.memberID, "role": "viewer"}, 0},
 			{"PATCH", "/api/v1/spaces/" + their.space + "/members/" + their.memberID, map[string]string{"role": "editor"}, 0},
 			{"DELETE", "/api/v1/spaces/" + their.space + "/members/" + their.memberID, nil, 0},
-			// Swapped parents: my organization, their child.
+			{"GET", "/api/v1/notes/" + their.note, nil, 0},
+			{"PATCH", "/api/v1/notes/" + their.note, map[string]string{"body": "x"}, 0},
+			{"DELETE", "/api/v1/notes/" + their.note, nil, 0},
+			{"GET", "/api/v1/notes/" + their.note + "/revisions", nil, 0},
+			{"GET", "/api/v1/notes/" + their.note + "/history", nil, 0},
+			{"GET", "/api/v1/spaces/" + their.space + "/notes", nil, 0},
+			{"POST", "/api/v1/spaces/" + their.space + "/notes", map[string]string{"title": "x", "body": "y"}, 0},
+			// Swapped parents: my organization, their child (swappedParents routes, last in the list).
 			{"PATCH", "/api/v1/orgs/" + mine.org + "/members/" + their.memberID, map[string]string{"role": "admin"}, 403},
 			{"DELETE", "/api/v1/orgs/" + mine.org + "/members/" + their.memberID, nil, 0},
 			{"DELETE", "/api/v1/orgs/" + mine.org + "/invitations/" + their.invitation, nil, 403},
 		}
 	}
+	const swappedParents = 3
 	for _, c := range []struct {
 		who, token string
 		member     bool
@@ -100,7 +111,8 @@ func TestCrossTenantIsolation(t *testing.T) {
 	}
 	// The outsider has no organization: every route on either tenant is 404.
 	for _, their := range []tenant{a, b} {
-		for _, rt := range routes(their, their)[:20] { // all but the swapped-parent routes
+		all := routes(their, their)
+		for _, rt := range all[:len(all)-swappedParents] {
 			r := s.do(rt.method, rt.path, outsider, rt.body, "X-Consistency-Token", pos)
 			if r.status != 404 {
 				t.Errorf("outsider: %s %s = %d %s, want 404", rt.method, rt.path, r.status, r.body)
@@ -128,6 +140,10 @@ func TestCrossTenantIsolation(t *testing.T) {
 	r = s.do("GET", "/api/v1/orgs/"+b.org+"/members", b.owner, nil, "X-Consistency-Token", pos)
 	if n := len(r.json(t)["items"].([]any)); n != 2 {
 		t.Errorf("beta has %d members after the attempts, want 2", n)
+	}
+	r = s.do("GET", "/api/v1/notes/"+b.note, b.owner, nil, "X-Consistency-Token", pos)
+	if n := r.json(t); n["version"] != 1.0 || n["body"] != "secret" {
+		t.Errorf("beta's note after the attempts: %s", r.body)
 	}
 	r = s.do("GET", "/api/v1/spaces/"+b.space+"/history", b.owner, nil)
 	if n := len(r.json(t)["items"].([]any)); n != 1 {

@@ -266,21 +266,29 @@ func TestEndToEnd(t *testing.T) {
 	expect(t, r, 201, "")
 	_, babbageID, _ := s.register("babbage@example.com", "Charles Babbage")
 	expect(t, s.do("POST", "/api/v1/spaces/"+id+"/members", token, map[string]any{"user_id": babbageID, "role": "editor"}), 201, "")
+	r = s.do("POST", "/api/v1/spaces/"+id+"/notes", token, map[string]string{"title": "Rebuild", "body": "one"})
+	expect(t, r, 201, "")
+	expect(t, s.do("PATCH", "/api/v1/notes/"+r.json(t)["id"].(string), token, map[string]string{"body": "two"}), 200, "")
+	r = s.do("POST", "/api/v1/spaces", token, map[string]string{"name": "Doomed", "slug": "doomed"})
+	expect(t, r, 201, "")
+	doomed := r.json(t)["id"].(string)
+	expect(t, s.do("POST", "/api/v1/spaces/"+doomed+"/notes", token, map[string]string{"title": "Doomed", "body": ""}), 201, "")
+	expect(t, s.do("DELETE", "/api/v1/spaces/"+doomed, token, nil), 200, "")
 	r = s.do("POST", "/api/v1/me/api-keys", token, map[string]string{"name": "rebuild check"})
 	expect(t, r, 201, "")
 	keyPos := r.json(t)["position"].(string)
-	for _, path := range []string{"/api/v1/spaces", "/api/v1/me/api-keys", "/api/v1/me", "/api/v1/orgs"} {
+	for _, path := range []string{"/api/v1/spaces", "/api/v1/me/api-keys", "/api/v1/me", "/api/v1/orgs", "/api/v1/spaces/" + id + "/notes"} {
 		expect(t, s.do("GET", path, token, nil, "X-Consistency-Token", keyPos), 200, "") // every read model is there
 	}
 	order := map[string]string{"users": "id", "spaces": "id", "permissions": "principal_id, permission, resource_id", "api_keys": "id",
 		"orgs": "id", "org_members": "org_id, user_id", "org_invitations": "id",
 		"perm_org_members": "org_id, user_id", "perm_org_spaces": "space_id", "space_members": "space_id, user_id",
-		"perm_space_members": "space_id, user_id"}
+		"perm_space_members": "space_id, user_id", "notes": "id", "note_revisions": "note_id, revision", "note_space_tombstones": "space_id"}
 	before := map[string]string{}
 	for table, o := range order {
 		before[table] = dumpOrdered(t, s.app.ProjectorPool, table, o)
 	}
-	for _, name := range []string{"users", "spaces", "permissions", "api_keys", "orgs"} {
+	for _, name := range []string{"users", "spaces", "permissions", "api_keys", "orgs", "notes"} {
 		var out, errOut bytes.Buffer
 		if code := run([]string{"projections", "rebuild", name, "--quiet"}, func(k string) string { return s.env[k] }, &out, &errOut); code != 0 {
 			t.Fatalf("rebuild %s exited %d: %s %s", name, code, out.String(), errOut.String())

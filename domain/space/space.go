@@ -185,6 +185,18 @@ func (s State) CanRead(actor uuid.UUID, orgRole string) bool {
 	return s.OrgID == nil || orgRole != ""
 }
 
+// CanWrite reports whether actor may write the space's content (notes, files): its managers and its
+// editors (for an organization space, while they belong to the organization).
+func (s State) CanWrite(actor uuid.UUID, orgRole string) bool {
+	if !s.Exists() {
+		return false
+	}
+	if s.CanManage(actor, orgRole) {
+		return true
+	}
+	return s.Members[actor] == Editor && (s.OrgID == nil || orgRole != "")
+}
+
 // Create asks for a new space: a personal one owned by Actor, or, with OrgID, one of that
 // organization, in which Actor has OrgRole ("" for none).
 type Create struct {

@@ -94,8 +94,17 @@ func TestEvolve(t *testing.T) {
 	if !s.CanRead(other, "") || s.CanManage(other, "") || !s.CanManage(owner, "") {
 		t.Fatal("a public space is readable by others and managed by its owner only")
 	}
+	if !s.CanWrite(owner, "") || s.CanWrite(other, "") {
+		t.Fatal("the owner writes a personal space's content; others, even when it is public, do not")
+	}
+	ed, vw := uuid.New(), uuid.New()
+	s = space.Evolve(s, space.MemberAdded{SpaceID: id, UserID: ed, Role: space.Editor, AddedAt: later})
+	s = space.Evolve(s, space.MemberAdded{SpaceID: id, UserID: vw, Role: space.Viewer, AddedAt: later})
+	if !s.CanWrite(ed, "") || s.CanWrite(vw, "") || !s.CanRead(vw, "") {
+		t.Fatal("editors write, viewers read")
+	}
 	s = space.Evolve(s, space.Deleted{SpaceID: id, DeletedAt: later})
-	if s.Exists() || s.CanRead(owner, "") {
+	if s.Exists() || s.CanRead(owner, "") || s.CanWrite(owner, "") {
 		t.Fatal("a deleted space does not exist")
 	}
 }

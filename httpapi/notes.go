@@ -1,0 +1,170 @@
+package httpapi
+
+import (
+	"context"
+	"net/http"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/labstack/echo/v4"
+
+	"github.com/atlas-workspace/atlas/commands"
+	"github.com/atlas-workspace/atlas/domain"
+	"github.com/atlas-workspace/atlas/domain/note"
+	"github.com/atlas-workspace/atlas/eventstore"
+	"github.com/atlas-workspace/atlas/projections"
+)
+
+type noteDTO struct {
+	ID        uuid.UUID  `json:"id"`
+	SpaceID   uuid.UUID  `json:"space_id"`
+	Title     string     `json:"title"`
+	Body      *string    `json:"body,omitempty"`
+	Version   int64      `json:"version"`
+	CreatedBy *uuid.UUID `json:"created_by,omitempty"`
+	UpdatedBy *uuid.UUID `json:"updated_by,omitempty"`
+	CreatedAt time.Time  `json:"created_at"`
+	UpdatedAt time.Time  `json:"updated_at"`
+	Position  string     `json:"position,omitempty"`
+}
+
+func noteFromView(v projections.NoteView) noteDTO {
+	return noteDTO{ID: v.ID, SpaceID: v.SpaceID, Title: v.Title, Body: v.Body, Version: v.Version, CreatedBy: v.CreatedBy,
+		UpdatedBy: v.UpdatedBy, CreatedAt: v.CreatedAt, UpdatedAt: v.UpdatedAt}
+}
+
+func noteFromState(st note.State) noteDTO {
+	body := st.Body
+	return noteDTO{ID: st.ID, SpaceID: st.SpaceID, Title: st.Title, Body: &body, Version: st.Version,
+		CreatedAt: st.CreatedAt.UTC(), UpdatedAt: st.UpdatedAt.UTC()}
+}
+
+func (s *Server) noteCommandResponse(c echo.Context, status int, r commands.NoteResult) error {
+	dto := noteFromState(r.Note)
+	dto.Position = withPosition(c, r.Position)
+	setETag(c, r.Note.Version)
+	return c.JSON(status, dto)
+}
+
+func (s *Server) createNote(c echo.Context) error {
+	spaceID, err := pathUUID(c, "space_id")
+	if err != nil {
+		return err
+	}
+	var in struct {
+		Title *string `json:"title"`
+		Body  *string `json:"body"`
+	}
+	cc, _, err := readCommand(c, &in, false)
+	if err != nil {
+		return err
+	}
+	v := domain.Validation{}
+	if in.Title == nil {
+		v.Add("title", "is required")
+	}
+	if in.Body == nil {
+		v.Add("body", "is required (it may be empty)")
+	}
+	if err := v.Err(); err != nil {
+		return err
+	}
+	r, err := s.deps.Commands.CreateNote(c.Request().Context(), cc, spaceID, *in.Title, *in.Body)
+	if err != nil {
+		return err
+	}
+	return s.noteCommandResponse(c, http.StatusCreated, r)
+}
+
+func (s *Server) updateNote(c echo.Context) error {
+	id, err := pathUUID(c, "note_id")
+	if err != nil {
+		return err
+	}
+	var in struct {
+		Title *string `json:"title"`
+		Body  *string `json:"body"`
+	}
+	cc, expected, err := readCommand(c, &in, true)
+	if err != nil {
+		return err
+	}
+	r, err := s.deps.Commands.EditNote(c.Request().Context(), cc, id, expected, in.Title, in.Body)
+	if err != nil {
+		return err
+	}
+	return s.noteCommandResponse(c, http.StatusOK, r)
+}
+
+func (s *Server) deleteNote(c echo.Context) error {
+	return s.pathCommand(c, true, []string{"note_id"}, func(ctx context.Context, cc commands.Context, ids []uuid.UUID, expected int64) (eventstore.Position, error) {
+		r, err := s.deps.Commands.DeleteNote(ctx, cc, ids[0], expected)
+		return r.Position, err
+	})
+}
+
+func (s *Server) getNote(c echo.Context) error {
+	id, err := pathUUID(c, "note_id")
+	if err != nil {
+		return err
+	}
+	if err := s.consistent(c, projections.NotesProjector, projections.PermissionsProjector); err != nil {
+		return err
+	}
+	v, err := s.deps.Queries.Note(c.Request().Context(), userID(c), id)
+	if err != nil {
+		return err
+	}
+	setETag(c, v.Version)
+	return c.JSON(http.StatusOK, noteFromView(v))
+}
+
+func (s *Server) listNotes(c echo.Context) error {
+	spaceID, err := pathUUID(c, "space_id")
+	if err != nil {
+		return err
+	}
+	limit, err := pageLimit(c)
+	if err != nil {
+		return err
+	}
+	if err := s.consistent(c, projections.NotesProjector, projections.PermissionsProjector); err != nil {
+		return err
+	}
+	page, err := s.deps.Queries.NotesOf(c.Request().Context(), userID(c), spaceID, c.QueryParam("cursor"), limit)
+	if err != nil {
+		return err
+	}
+	out := pageDTO[noteDTO]{Items: make([]noteDTO, len(page.Items)), NextCursor: page.NextCursor}
+	for i, v := range page.Items {
+		out.Items[i] = noteFromView(v)
+	}
+	return c.JSON(http.StatusOK, out)
+}
+
+func (s *Server) listNoteRevisions(c echo.Context) error {
+	id, err := pathUUID(c, "note_id")
+	if err != nil {
+		return err
+	}
+	limit, err := pageLimit(c)
+	if err != nil {
+		return err
+	}
+	if err := s.consistent(c, projections.NotesProjector, projections.PermissionsProjector); err != nil {
+		return err
+	}
+	page, err := s.deps.Queries.NoteRevisions(c.Request().Context(), userID(c), id, c.QueryParam("cursor"), limit)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, pageDTO[projections.NoteRevisionView]{Items: page.Items, NextCursor: page.NextCursor})
+}
+
+// noteHistory lists the events of a note's stream for whoever may read the note now.
+func (s *Server) noteHistory(c echo.Context) error {
+	return s.streamHistory(c, "note_id", func(ctx context.Context, id uuid.UUID) error {
+		_, _, err := s.deps.Commands.NoteFor(ctx, userID(c), id)
+		return err
+	})
+}

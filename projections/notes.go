@@ -1,0 +1,236 @@
+package projections
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/atlas-workspace/atlas/domain"
+	"github.com/atlas-workspace/atlas/domain/note"
+	"github.com/atlas-workspace/atlas/domain/space"
+	"github.com/atlas-workspace/atlas/eventstore"
+)
+
+// NotesProjector names the notes projector.
+const NotesProjector = "notes"
+
+// Notes projects note events into notes and note_revisions. It also follows space deletions: a
+// deleted space's notes and revisions go, and a note created in it later in the log is never
+// projected (note_space_tombstones), so nothing of a deleted space stays readable.
+func Notes() *Projector {
+	tenant := func(r eventstore.Record) uuid.UUID {
+		if r.TenantID != nil {
+			return *r.TenantID
+		}
+		return uuid.Nil
+	}
+	return &Projector{
+		Name: NotesProjector, Version: 1, Tables: []string{"notes", "note_revisions", "note_space_tombstones"},
+		Handlers: map[string]Handler{
+			note.EventCreated: func(ctx context.Context, tx pgx.Tx, r eventstore.Record) error {
+				e := r.Event.(note.Created)
+				tag, err := tx.Exec(ctx, `INSERT INTO notes (id, space_id, tenant_id, title, body, version, created_by, updated_by, created_at, updated_at)
+					SELECT $1, $2, $3, $4, $5, $6, $7, $7, $8, $8
+					WHERE NOT EXISTS (SELECT 1 FROM note_space_tombstones WHERE space_id = $2)`,
+					e.NoteID, e.SpaceID, tenant(r), e.Title, e.Body, r.StreamVersion, r.Metadata.ActorID, e.CreatedAt)
+				if err != nil || tag.RowsAffected() == 0 {
+					return err
+				}
+				_, err = tx.Exec(ctx, `INSERT INTO note_revisions (note_id, revision, space_id, tenant_id, title, body, edited_by, edited_at)
+					VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
+					e.NoteID, r.StreamVersion, e.SpaceID, tenant(r), e.Title, e.Body, r.Metadata.ActorID, e.CreatedAt)
+				return err
+			},
+			note.EventEdited: func(ctx context.Context, tx pgx.Tx, r eventstore.Record) error {
+				e := r.Event.(note.Edited)
+				if _, err := tx.Exec(ctx, `UPDATE notes SET title = $2, body = $3, version = $4, updated_by = $5, updated_at = $6 WHERE id = $1`,
+					e.NoteID, e.Title, e.Body, r.StreamVersion, r.Metadata.ActorID, e.EditedAt); err != nil {
+					return err
+				}
+				// Only for a note that is still projected (its space not deleted).
+				_, err := tx.Exec(ctx, `INSERT INTO note_revisions (note_id, revision, space_id, tenant_id, title, body, edited_by, edited_at)
+					SELECT id, $2, space_id, tenant_id, $3, $4, $5, $6 FROM notes WHERE id = $1`,
+					e.NoteID, r.StreamVersion, e.Title, e.Body, r.Metadata.ActorID, e.EditedAt)
+				return err
+			},
+			note.EventDeleted: func(ctx context.Context, tx pgx.Tx, r eventstore.Record) error {
+				if _, err := tx.Exec(ctx, `DELETE FROM note_revisions WHERE note_id = $1`, r.StreamID); err != nil {
+					return err
+				}
+				_, err := tx.Exec(ctx, `DELETE FROM notes WHERE id = $1`, r.StreamID)
+				return err
+			},
+			space.EventDeleted: func(ctx context.Context, tx pgx.Tx, r eventstore.Record) error {
+				if _, err := tx.Exec(ctx, `INSERT INTO note_space_tombstones (space_id) VALUES ($1) ON CONFLICT DO NOTHING`, r.StreamID); err != nil {
+					return err
+				}
+				if _, err := tx.Exec(ctx, `DELETE FROM note_revisions WHERE space_id = $1`, r.StreamID); err != nil {
+					return err
+				}
+				_, err := tx.Exec(ctx, `DELETE FROM notes WHERE space_id = $1`, r.StreamID)
+				return err
+			},
+		},
+	}
+}
+
+// NoteView is a note as the notes read model holds it. Body is empty in listings.
+type NoteView struct {
+	ID        uuid.UUID  `json:"id"`
+	SpaceID   uuid.UUID  `json:"space_id"`
+	Title     string     `json:"title"`
+	Body      *string    `json:"body,omitempty"`
+	Version   int64      `json:"version"`
+	CreatedBy *uuid.UUID `json:"created_by"`
+	UpdatedBy *uuid.UUID `json:"updated_by"`
+	CreatedAt time.Time  `json:"created_at"`
+	UpdatedAt time.Time  `json:"updated_at"`
+}
+
+// NoteRevisionView is one revision of a note.
+type NoteRevisionView struct {
+	Revision int64      `json:"revision"`
+	Title    string     `json:"title"`
+	Body     string     `json:"body"`
+	EditedBy *uuid.UUID `json:"edited_by"`
+	EditedAt time.Time  `json:"edited_at"`
+}
+
+// readableSpace is the condition that viewer ($2) may read the space whose id is the SQL expression
+// spaceCol, in their own name or as anyone signed in ($3).
+func readableSpace(spaceCol string) string {
+	return `EXISTS (SELECT 1 FROM permissions p WHERE p.principal_id IN ($2, $3) AND p.permission = 'read' AND p.resource_id = ` + spaceCol + `)`
+}
+
+func scanNote(row pgx.Row, withBody bool) (NoteView, error) {
+	var v NoteView
+	dest := []any{&v.ID, &v.SpaceID, &v.Title, &v.Version, &v.CreatedBy, &v.UpdatedBy, &v.CreatedAt, &v.UpdatedAt}
+	if withBody {
+		dest = append(dest, &v.Body)
+	}
+	err := row.Scan(dest...)
+	v.CreatedAt, v.UpdatedAt = v.CreatedAt.UTC(), v.UpdatedAt.UTC()
+	return v, err
+}
+
+const noteColumns = `n.id, n.space_id, n.title, n.version, n.created_by, n.updated_by, n.created_at, n.updated_at`
+
+// Note returns a note viewer may read (through its space); CodeNotFound otherwise.
+func (q *Queries) Note(ctx context.Context, viewer, id uuid.UUID) (NoteView, error) {
+	var v NoteView
+	found := false
+	err := q.tenantQuery(ctx, viewer, func(rows pgx.Rows) (err error) {
+		v, err = scanNote(rows, true)
+		found = true
+		return err
+	}, `SELECT `+noteColumns+`, n.body FROM notes n WHERE n.id = $1 AND `+readableSpace("n.space_id"), id, viewer, Anyone)
+	if err == nil && !found {
+		return v, domain.Errorf(domain.CodeNotFound, "note not found")
+	}
+	return v, err
+}
+
+// NotePage is one page of a note listing.
+type NotePage struct {
+	Items      []NoteView
+	NextCursor *string
+}
+
+// NotesOf lists a space's notes (without bodies), oldest first, for a viewer who may read the space;
+// CodeNotFound otherwise. A malformed cursor is CodeBadRequest.
+func (q *Queries) NotesOf(ctx context.Context, viewer, spaceID uuid.UUID, cursor string, limit int) (NotePage, error) {
+	after, err := parseCursor(cursor)
+	if err != nil {
+		return NotePage{}, err
+	}
+	page := NotePage{Items: []NoteView{}}
+	err = q.tenantTx(ctx, viewer, func(tx pgx.Tx) error {
+		var ok bool
+		if err := tx.QueryRow(ctx, `SELECT `+readableSpace("$1"), spaceID, viewer, Anyone).Scan(&ok); err != nil {
+			return fmt.Errorf("check space permission: %w", err)
+		}
+		if !ok {
+			return domain.Errorf(domain.CodeNotFound, "space not found")
+		}
+		rows, err := tx.Query(ctx, `SELECT `+noteColumns+` FROM notes n WHERE n.space_id = $1 AND n.id > $2 ORDER BY n.id LIMIT $3`,
+			spaceID, after, limit+1)
+		if err != nil {
+			return fmt.Errorf("list notes: %w", err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			v, err := scanNote(rows, false)
+			if err != nil {
+				return err
+			}
+			page.Items = append(page.Items, v)
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return NotePage{}, err
+	}
+	if len(page.Items) > limit {
+		page.Items = page.Items[:limit]
+		c := page.Items[limit-1].ID.String()
+		page.NextCursor = &c
+	}
+	return page, nil
+}
+
+// NoteRevisionPage is one page of a note's revisions.
+type NoteRevisionPage struct {
+	Items      []NoteRevisionView
+	NextCursor *string
+}
+
+// NoteRevisions lists a note's revisions, oldest first, after revision number cursor ("" for the
+// first page), for a viewer who may read the note; CodeNotFound otherwise.
+func (q *Queries) NoteRevisions(ctx context.Context, viewer, noteID uuid.UUID, cursor string, limit int) (NoteRevisionPage, error) {
+	var after int64
+	if cursor != "" {
+		var err error
+		if after, err = strconv.ParseInt(cursor, 10, 64); err != nil || after < 0 {
+			return NoteRevisionPage{}, domain.Errorf(domain.CodeBadRequest, "cursor %q is not valid", cursor)
+		}
+	}
+	page := NoteRevisionPage{Items: []NoteRevisionView{}}
+	err := q.tenantTx(ctx, viewer, func(tx pgx.Tx) error {
+		var ok bool
+		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM notes n WHERE n.id = $1 AND `+readableSpace("n.space_id")+`)`,
+			noteID, viewer, Anyone).Scan(&ok); err != nil {
+			return fmt.Errorf("check note permission: %w", err)
+		}
+		if !ok {
+			return domain.Errorf(domain.CodeNotFound, "note not found")
+		}
+		rows, err := tx.Query(ctx, `SELECT revision, title, body, edited_by, edited_at FROM note_revisions
+			WHERE note_id = $1 AND revision > $2 ORDER BY revision LIMIT $3`, noteID, after, limit+1)
+		if err != nil {
+			return fmt.Errorf("list note revisions: %w", err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var v NoteRevisionView
+			if err := rows.Scan(&v.Revision, &v.Title, &v.Body, &v.EditedBy, &v.EditedAt); err != nil {
+				return err
+			}
+			v.EditedAt = v.EditedAt.UTC()
+			page.Items = append(page.Items, v)
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return NoteRevisionPage{}, err
+	}
+	if len(page.Items) > limit {
+		page.Items = page.Items[:limit]
+		c := strconv.FormatInt(page.Items[limit-1].Revision, 10)
+		page.NextCursor = &c
+	}
+	return page, nil
+}
