@@ -20,6 +20,7 @@ import (
 	"gocloud.dev/blob"
 	_ "gocloud.dev/blob/fileblob" // file:// buckets
 	_ "gocloud.dev/blob/memblob"  // mem:// buckets
+	_ "gocloud.dev/blob/s3blob"   // s3:// buckets
 
 	"github.com/atlas-workspace/atlas/commands"
 	"github.com/atlas-workspace/atlas/eventstore"
