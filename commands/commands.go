@@ -11,9 +11,11 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"gocloud.dev/blob"
 
 	"github.com/atlas-workspace/atlas/domain"
 	"github.com/atlas-workspace/atlas/domain/apikey"
+	"github.com/atlas-workspace/atlas/domain/file"
 	"github.com/atlas-workspace/atlas/domain/note"
 	"github.com/atlas-workspace/atlas/domain/org"
 	"github.com/atlas-workspace/atlas/domain/space"
@@ -46,6 +48,18 @@ func RegisterEvents(r *eventstore.Registry) {
 	eventstore.Register[note.Created](r)
 	eventstore.Register[note.Edited](r)
 	eventstore.Register[note.Deleted](r)
+	eventstore.Register[file.Uploaded](r)
+	eventstore.Register[file.VersionAdded](r)
+	eventstore.Register[file.Renamed](r)
+	eventstore.Register[file.Moved](r)
+	eventstore.Register[file.VisibilityChanged](r)
+	eventstore.Register[file.Deleted](r)
+	eventstore.Register[file.LinkCreated](r)
+	eventstore.Register[file.LinkRevoked](r)
+	eventstore.Register[file.FolderCreated](r)
+	eventstore.Register[file.FolderRenamed](r)
+	eventstore.Register[file.FolderMoved](r)
+	eventstore.Register[file.FolderDeleted](r)
 }
 
 // Context is who issues a command and how to trace and deduplicate it.
@@ -83,6 +97,7 @@ type Handlers struct {
 	sessionTTL time.Duration
 	usage      keyUsage
 	orgLocks   chan struct{} // slots for holding organization locks (orglock.go)
+	bucket     *blob.Bucket  // file content
 }
 
 // Config configures Handlers.
@@ -92,6 +107,7 @@ type Config struct {
 	Hasher     PasswordHasher
 	Now        func() time.Time
 	SessionTTL time.Duration
+	Bucket     *blob.Bucket // where file content is stored
 }
 
 // New returns command handlers.
@@ -107,7 +123,7 @@ func New(c Config) *Handlers {
 		c.SessionTTL = 30 * 24 * time.Hour
 	}
 	return &Handlers{store: c.Store, sessions: c.Sessions, hasher: c.Hasher, now: c.Now, sessionTTL: c.SessionTTL,
-		orgLocks: make(chan struct{}, orgLockSlots)}
+		orgLocks: make(chan struct{}, orgLockSlots), bucket: c.Bucket}
 }
 
 // load folds a stream's events (up to maxVersion; 0 for all) into an aggregate state, and returns the

@@ -19,9 +19,11 @@ import (
 // then sees everything the other kind committed before it, so the new space is in the deletion's
 // batch, or its creation finds the organization deleted.
 
+// The same mechanism orders moves in a space's folder tree with folder deletions (files.go).
+//
 // While it holds the lock, a command reads through the pool on other connections (they see what the
 // lock's earlier holders committed). So that those reads always find a free connection, at most
-// orgLockSlots commands hold an organization lock at a time in a process; the pool has more
+// orgLockSlots commands hold such a lock at a time in a process; the pool has more
 // connections than that.
 const orgLockSlots = 4
 
@@ -34,6 +36,12 @@ type txn struct {
 // withOrgLock runs f in a transaction holding organization orgID's lock (exclusive or shared) and
 // commits if f returns nil.
 func (h *Handlers) withOrgLock(ctx context.Context, orgID uuid.UUID, exclusive bool, f func(t *txn) error) error {
+	return h.withLock(ctx, "atlas.organization:"+orgID.String(), exclusive, f)
+}
+
+// withLock runs f in a transaction holding the advisory lock named key (exclusive or shared) and
+// commits if f returns nil.
+func (h *Handlers) withLock(ctx context.Context, key string, exclusive bool, f func(t *txn) error) error {
 	lock := `SELECT pg_advisory_xact_lock_shared(hashtextextended($1, 0))`
 	if exclusive {
 		lock = `SELECT pg_advisory_xact_lock(hashtextextended($1, 0))`
@@ -47,8 +55,8 @@ func (h *Handlers) withOrgLock(ctx context.Context, orgID uuid.UUID, exclusive b
 	t := &txn{}
 	err := pgx.BeginFunc(ctx, h.sessions.Pool, func(tx pgx.Tx) error {
 		t.Tx = tx
-		if _, err := tx.Exec(ctx, lock, "atlas.organization:"+orgID.String()); err != nil {
-			return fmt.Errorf("lock organization %s: %w", orgID, err)
+		if _, err := tx.Exec(ctx, lock, key); err != nil {
+			return fmt.Errorf("lock %s: %w", key, err)
 		}
 		return f(t)
 	})

@@ -26,6 +26,7 @@ var statusOf = map[domain.Code]int{
 	domain.CodeRateLimited:     http.StatusTooManyRequests,
 	domain.CodeInternal:        http.StatusInternalServerError,
 	"unsupported_media_type":   http.StatusUnsupportedMediaType,
+	"range_not_satisfiable":    http.StatusRequestedRangeNotSatisfiable,
 	"method_not_allowed":       http.StatusMethodNotAllowed,
 }
 

@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"context"
+	"io"
 	"log/slog"
 	"net/http"
 	"regexp"
@@ -13,9 +14,11 @@ import (
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"gocloud.dev/blob"
 
 	"github.com/atlas-workspace/atlas/commands"
 	"github.com/atlas-workspace/atlas/domain"
+	"github.com/atlas-workspace/atlas/domain/file"
 	"github.com/atlas-workspace/atlas/domain/note"
 	"github.com/atlas-workspace/atlas/domain/space"
 	"github.com/atlas-workspace/atlas/domain/user"
@@ -52,6 +55,21 @@ type Commands interface {
 	EditNote(ctx context.Context, cc commands.Context, id uuid.UUID, expected int64, title, body *string) (commands.NoteResult, error)
 	DeleteNote(ctx context.Context, cc commands.Context, id uuid.UUID, expected int64) (commands.NoteResult, error)
 	NoteFor(ctx context.Context, viewer, id uuid.UUID) (note.State, note.Access, error)
+	CanUpload(ctx context.Context, actor, spaceID uuid.UUID) error
+	StoreContent(ctx context.Context, name string, r io.Reader, limit int64) (file.Content, error)
+	DiscardContent(ctx context.Context, key string) error
+	OpenContent(ctx context.Context, key string, offset, length int64) (*blob.Reader, error)
+	UploadFile(ctx context.Context, cc commands.Context, spaceID uuid.UUID, folderID *uuid.UUID, name, visibility string, content file.Content) (commands.FileResult, error)
+	AddFileVersion(ctx context.Context, cc commands.Context, id uuid.UUID, expected int64, content file.Content) (commands.FileResult, error)
+	UpdateFile(ctx context.Context, cc commands.Context, id uuid.UUID, expected int64, name *string, folderID **uuid.UUID, visibility *string) (commands.FileResult, error)
+	DeleteFile(ctx context.Context, cc commands.Context, id uuid.UUID, expected int64) (commands.FileResult, error)
+	FileFor(ctx context.Context, viewer, id uuid.UUID) (file.State, error)
+	CreateFileLink(ctx context.Context, cc commands.Context, id uuid.UUID, expiresAt *time.Time) (commands.LinkResult, error)
+	RevokeFileLink(ctx context.Context, cc commands.Context, id, linkID uuid.UUID) (commands.FileResult, error)
+	PublicFile(ctx context.Context, token string) (file.State, file.Content, error)
+	CreateFolder(ctx context.Context, cc commands.Context, spaceID uuid.UUID, parentID *uuid.UUID, name string) (commands.FolderResult, error)
+	UpdateFolder(ctx context.Context, cc commands.Context, id uuid.UUID, expected int64, name *string, parentID **uuid.UUID) (commands.FolderResult, error)
+	DeleteFolder(ctx context.Context, cc commands.Context, id uuid.UUID, expected int64) (commands.FolderResult, error)
 }
 
 // Queries is what the API needs of the read models.
@@ -69,6 +87,12 @@ type Queries interface {
 	Note(ctx context.Context, viewer, id uuid.UUID) (projections.NoteView, error)
 	NotesOf(ctx context.Context, viewer, spaceID uuid.UUID, cursor string, limit int) (projections.NotePage, error)
 	NoteRevisions(ctx context.Context, viewer, noteID uuid.UUID, cursor string, limit int) (projections.NoteRevisionPage, error)
+	File(ctx context.Context, viewer, id uuid.UUID) (projections.FileView, error)
+	FileContent(ctx context.Context, viewer, id uuid.UUID, n int64) (projections.FileView, projections.FileVersionView, error)
+	FileVersions(ctx context.Context, viewer, id uuid.UUID) ([]projections.FileVersionView, error)
+	FilesOf(ctx context.Context, viewer, spaceID uuid.UUID, filter projections.FileFilter, cursor string, limit int) (projections.FilePage, error)
+	Folder(ctx context.Context, viewer, id uuid.UUID) (projections.FolderView, error)
+	FoldersOf(ctx context.Context, viewer, spaceID uuid.UUID, parent *uuid.UUID) ([]projections.FolderView, error)
 }
 
 // Consistency waits for read models to reach a position.
@@ -99,6 +123,7 @@ type Deps struct {
 	// TrustProxyHeaders takes the client IP from X-Forwarded-For / X-Real-IP (only behind a proxy
 	// that sets them); otherwise it is the connection's address.
 	TrustProxyHeaders bool
+	MaxUpload         int64 // largest file content accepted, in bytes (default 100 MiB)
 }
 
 // Server is the HTTP API.
@@ -110,6 +135,9 @@ type Server struct {
 
 // New builds the API and its routes.
 func New(d Deps) *Server {
+	if d.MaxUpload <= 0 {
+		d.MaxUpload = 100 << 20
+	}
 	if d.ConsistencyWait <= 0 {
 		d.ConsistencyWait = 5 * time.Second
 	}
@@ -166,6 +194,25 @@ func New(d Deps) *Server {
 	v1.DELETE("/notes/:note_id", s.deleteNote, auth)
 	v1.GET("/notes/:note_id/revisions", s.listNoteRevisions, auth)
 	v1.GET("/notes/:note_id/history", s.noteHistory, auth)
+	v1.POST("/spaces/:space_id/folders", s.createFolder, auth)
+	v1.GET("/spaces/:space_id/folders", s.listFolders, auth)
+	v1.GET("/folders/:folder_id", s.getFolder, auth)
+	v1.PATCH("/folders/:folder_id", s.updateFolder, auth)
+	v1.DELETE("/folders/:folder_id", s.deleteFolder, auth)
+	v1.POST("/spaces/:space_id/files", s.uploadFile, auth)
+	v1.GET("/spaces/:space_id/files", s.listFiles, auth)
+	v1.GET("/files/:file_id", s.getFile, auth)
+	v1.PATCH("/files/:file_id", s.updateFile, auth)
+	v1.DELETE("/files/:file_id", s.deleteFile, auth)
+	v1.GET("/files/:file_id/content", s.getFileContent, auth)
+	v1.PUT("/files/:file_id/content", s.putFileContent, auth)
+	v1.GET("/files/:file_id/versions", s.listFileVersions, auth)
+	v1.GET("/files/:file_id/versions/:n/content", s.getFileContent, auth)
+	v1.GET("/files/:file_id/history", s.fileHistory, auth)
+	v1.POST("/files/:file_id/links", s.createFileLink, auth)
+	v1.GET("/files/:file_id/links", s.listFileLinks, auth)
+	v1.DELETE("/files/:file_id/links/:link_id", s.revokeFileLink, auth)
+	v1.GET("/public/files/:token", s.getPublicFile, s.limitPublicLinks)
 	v1.POST("/orgs", s.createOrg, auth)
 	v1.GET("/orgs", s.listOrgs, auth)
 	v1.GET("/orgs/:org_id", s.getOrg, auth)

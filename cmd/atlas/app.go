@@ -46,6 +46,7 @@ type App struct {
 	API           *httpapi.Server
 	Registry      *prometheus.Registry
 	Redis         *redis.Client // nil unless REDIS_URL is set
+	Reaper        *projections.BlobReaper
 
 	hasher commands.PasswordHasher
 }
@@ -87,8 +88,10 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	a.Store = eventstore.New(pool, registry, a.Keys, eventstore.Options{Signal: a.Signal, OnAppend: m.appended})
 	a.Runtime = projections.NewRuntime(projectorPool, a.Store, a.Signal, log, projections.Options{
 		BatchSize: cfg.ProjectorBatch, Fallback: cfg.ProjectorPoll,
-	}, projections.Users(), projections.Spaces(), projections.Permissions(), projections.APIKeys(), projections.Orgs(), projections.Notes())
-	a.Commands = commands.New(commands.Config{Store: a.Store, Sessions: commands.Sessions{Pool: pool}, Hasher: a.hasher, SessionTTL: cfg.SessionTTL})
+	}, projections.Users(), projections.Spaces(), projections.Permissions(), projections.APIKeys(), projections.Orgs(), projections.Notes(), projections.Files())
+	a.Commands = commands.New(commands.Config{Store: a.Store, Sessions: commands.Sessions{Pool: pool}, Hasher: a.hasher, SessionTTL: cfg.SessionTTL,
+		Bucket: a.Bucket})
+	a.Reaper = &projections.BlobReaper{Pool: projectorPool, Bucket: a.Bucket, Runtime: a.Runtime, Prefix: commands.BlobPrefix, Log: log}
 	health := map[string]httpapi.Check{
 		"db":   func(ctx context.Context) error { return pool.Ping(ctx) },
 		"blob": a.checkBlob,
@@ -109,7 +112,7 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	a.API = httpapi.New(httpapi.Deps{
 		Commands: a.Commands, Queries: projections.NewQueries(pool), Consistency: a.Runtime, Log: a.Store,
 		Logger: log, Metrics: a.Registry, Registerer: a.Registry, ConsistencyWait: cfg.ConsistencyWait,
-		Health: health, RateLimiter: limiter, TrustProxyHeaders: cfg.TrustProxy,
+		Health: health, RateLimiter: limiter, TrustProxyHeaders: cfg.TrustProxy, MaxUpload: cfg.MaxUpload,
 	})
 	return a, nil
 }
@@ -185,6 +188,7 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 	run(eventstore.NewAnnouncer(a.Pool, a.Signal, a.Config.NotifyInterval, a.Log).Run)
 	run(func(ctx context.Context) { eventstore.Listen(ctx, a.Pool, a.Signal, a.Log) })
 	run(a.sweep)
+	run(func(ctx context.Context) { a.Reaper.Run(ctx, a.Config.OrphanGrace, a.Config.OrphanSweep) })
 
 	srv := &http.Server{Handler: a.API.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 1)

@@ -27,6 +27,9 @@ type Config struct {
 	NotifyInterval  time.Duration // ATLAS_NOTIFY_INTERVAL
 	ConsistencyWait time.Duration // ATLAS_CONSISTENCY_WAIT
 	TrustProxy      bool          // ATLAS_TRUST_PROXY_HEADERS
+	MaxUpload       int64         // ATLAS_MAX_UPLOAD_BYTES
+	OrphanGrace     time.Duration // ATLAS_ORPHAN_GRACE
+	OrphanSweep     time.Duration // ATLAS_ORPHAN_SWEEP_INTERVAL
 
 	// Reserved for the capabilities that use them (search, cache, embeddings, assistant); read now so
 	// that `atlas config` shows the whole contract.
@@ -43,7 +46,10 @@ var envVars = []envVar{
 	{"DATABASE_URL", "postgres://postgres@127.0.0.1:5432/atlas?sslmode=disable", "PostgreSQL connection URL; the database is created if missing."},
 	{"ATLAS_ADDR", ":8080", "HTTP listen address."},
 	{"ATLAS_DATA_DIR", "./data", "Local data directory (default blob bucket lives under it)."},
-	{"BLOB_URL", "file://$ATLAS_DATA_DIR/blobs", "Blob bucket URL (gocloud.dev/blob): file:// and mem:// now; s3:// arrives with file storage."},
+	{"BLOB_URL", "file://$ATLAS_DATA_DIR/blobs", "Blob bucket URL (gocloud.dev/blob): file://, s3:// (credentials from AWS_* variables) or mem://."},
+	{"ATLAS_MAX_UPLOAD_BYTES", "104857600", "Largest file content accepted, in bytes (100 MiB); larger uploads are 413."},
+	{"ATLAS_ORPHAN_GRACE", "24h", "Age after which stored content that no event references (an upload cut off before its event) is deleted."},
+	{"ATLAS_ORPHAN_SWEEP_INTERVAL", "1h", "How often the orphan sweep runs."},
 	{"ATLAS_LOG_LEVEL", "info", "debug, info, warn or error. Logs are JSON on stdout."},
 	{"ATLAS_SESSION_TTL", "720h", "Lifetime of a session token."},
 	{"ATLAS_PROJECTOR_BATCH", "100", "Events per projector transaction."},
@@ -94,6 +100,8 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		KeyCacheTTL:      dur("ATLAS_KEY_CACHE_TTL"),
 		NotifyInterval:   dur("ATLAS_NOTIFY_INTERVAL"),
 		ConsistencyWait:  dur("ATLAS_CONSISTENCY_WAIT"),
+		OrphanGrace:      dur("ATLAS_ORPHAN_GRACE"),
+		OrphanSweep:      dur("ATLAS_ORPHAN_SWEEP_INTERVAL"),
 		WeaviateURL:      get("WEAVIATE_URL"),
 		RedisURL:         get("REDIS_URL"),
 		EmbeddingsURL:    get("EMBEDDINGS_URL"),
@@ -115,6 +123,11 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		errs = append(errs, fmt.Sprintf("ATLAS_PROJECTOR_BATCH=%q must be 1..10000", get("ATLAS_PROJECTOR_BATCH")))
 	}
 	c.ProjectorBatch = n
+	maxUp, err := strconv.ParseInt(get("ATLAS_MAX_UPLOAD_BYTES"), 10, 64)
+	if err != nil || maxUp < 1 {
+		errs = append(errs, fmt.Sprintf("ATLAS_MAX_UPLOAD_BYTES=%q must be a positive number of bytes", get("ATLAS_MAX_UPLOAD_BYTES")))
+	}
+	c.MaxUpload = maxUp
 	if err := c.LogLevel.UnmarshalText([]byte(get("ATLAS_LOG_LEVEL"))); err != nil {
 		errs = append(errs, fmt.Sprintf("ATLAS_LOG_LEVEL=%q must be debug, info, warn or error", get("ATLAS_LOG_LEVEL")))
 	}

@@ -16,6 +16,7 @@ func TestCrossTenantIsolation(t *testing.T) {
 		org, space, personal     string
 		invitation, invitationTk string
 		key, note                string
+		folder, file, link       string
 	}
 	mk := func(name string) tenant {
 		var tn tenant
@@ -33,6 +34,15 @@ func TestCrossTenantIsolation(t *testing.T) {
 		r = s.do("POST", "/api/v1/spaces/"+tn.space+"/notes", tn.owner, map[string]string{"title": name + " note", "body": "secret"})
 		expect(t, r, 201, "")
 		tn.note = r.json(t)["id"].(string)
+		r = s.do("POST", "/api/v1/spaces/"+tn.space+"/folders", tn.owner, map[string]string{"name": "Folder"})
+		expect(t, r, 201, "")
+		tn.folder = r.json(t)["id"].(string)
+		r = s.upload(tn.owner, tn.space, "secret.txt", []byte("secret"), "folder_id", tn.folder)
+		expect(t, r, 201, "")
+		tn.file = r.json(t)["id"].(string)
+		r = s.do("POST", "/api/v1/files/"+tn.file+"/links", tn.owner, map[string]any{})
+		expect(t, r, 201, "")
+		tn.link = r.json(t)["id"].(string)
 		r = s.do("POST", "/api/v1/orgs/"+tn.org+"/invitations", tn.owner, map[string]string{"email": "pending@" + name + ".test"})
 		expect(t, r, 201, "")
 		tn.invitation, tn.invitationTk = r.json(t)["id"].(string), r.json(t)["token"].(string)
@@ -84,13 +94,37 @@ func TestCrossTenantIsolation(t *testing.T) {
 			{"GET", "/api/v1/notes/" + their.note + "/history", nil, 0},
 			{"GET", "/api/v1/spaces/" + their.space + "/notes", nil, 0},
 			{"POST", "/api/v1/spaces/" + their.space + "/notes", map[string]string{"title": "x", "body": "y"}, 0},
+			{"GET", "/api/v1/files/" + their.file, nil, 0},
+			{"PATCH", "/api/v1/files/" + their.file, map[string]string{"name": "x"}, 0},
+			{"DELETE", "/api/v1/files/" + their.file, nil, 0},
+			{"GET", "/api/v1/files/" + their.file + "/content", nil, 0},
+			{"PUT", "/api/v1/files/" + their.file + "/content", map[string]string{"file": "x"}, 0},
+			{"GET", "/api/v1/files/" + their.file + "/versions", nil, 0},
+			{"GET", "/api/v1/files/" + their.file + "/versions/1/content", nil, 0},
+			{"GET", "/api/v1/files/" + their.file + "/history", nil, 0},
+			{"GET", "/api/v1/files/" + their.file + "/links", nil, 0},
+			{"POST", "/api/v1/files/" + their.file + "/links", map[string]any{}, 0},
+			{"DELETE", "/api/v1/files/" + their.file + "/links/" + their.link, nil, 0},
+			{"GET", "/api/v1/folders/" + their.folder, nil, 0},
+			{"PATCH", "/api/v1/folders/" + their.folder, map[string]string{"name": "x"}, 0},
+			{"DELETE", "/api/v1/folders/" + their.folder, nil, 0},
+			{"GET", "/api/v1/spaces/" + their.space + "/files", nil, 0},
+			{"POST", "/api/v1/spaces/" + their.space + "/files", map[string]string{"file": "x"}, 0},
+			{"GET", "/api/v1/spaces/" + their.space + "/folders", nil, 0},
+			{"POST", "/api/v1/spaces/" + their.space + "/folders", map[string]string{"name": "x"}, 0},
 			// Swapped parents: my organization, their child (swappedParents routes, last in the list).
 			{"PATCH", "/api/v1/orgs/" + mine.org + "/members/" + their.memberID, map[string]string{"role": "admin"}, 403},
 			{"DELETE", "/api/v1/orgs/" + mine.org + "/members/" + their.memberID, nil, 0},
 			{"DELETE", "/api/v1/orgs/" + mine.org + "/invitations/" + their.invitation, nil, 403},
+			{"GET", "/api/v1/spaces/" + mine.space + "/files?folder_id=" + their.folder, nil, 0},
+			{"GET", "/api/v1/spaces/" + mine.space + "/folders?parent_id=" + their.folder, nil, 0},
+			{"POST", "/api/v1/spaces/" + mine.space + "/folders", map[string]string{"name": "x", "parent_id": their.folder}, 403},
+			{"PATCH", "/api/v1/files/" + mine.file, map[string]string{"folder_id": their.folder}, 403},
+			{"PATCH", "/api/v1/folders/" + mine.folder, map[string]string{"parent_id": their.folder}, 403},
+			{"DELETE", "/api/v1/files/" + mine.file + "/links/" + their.link, nil, 403},
 		}
 	}
-	const swappedParents = 3
+	const swappedParents = 9
 	for _, c := range []struct {
 		who, token string
 		member     bool
@@ -145,6 +179,16 @@ func TestCrossTenantIsolation(t *testing.T) {
 	if n := r.json(t); n["version"] != 1.0 || n["body"] != "secret" {
 		t.Errorf("beta's note after the attempts: %s", r.body)
 	}
+	r = s.do("GET", "/api/v1/files/"+b.file+"/content", b.owner, nil)
+	if r.status != 200 || string(r.body) != "secret" {
+		t.Errorf("beta's file after the attempts: %d %q", r.status, r.body)
+	}
+	r = s.do("GET", "/api/v1/files/"+b.file+"/links", b.owner, nil)
+	if items := r.json(t)["items"].([]any); len(items) != 1 || items[0].(map[string]any)["live"] != true {
+		t.Errorf("beta's link after the attempts: %s", r.body)
+	}
+	// Uploading into another tenant's folder from one's own space.
+	expect(t, s.upload(a.owner, a.space, "spy.txt", []byte("x"), "folder_id", b.folder), 404, "not_found")
 	r = s.do("GET", "/api/v1/spaces/"+b.space+"/history", b.owner, nil)
 	if n := len(r.json(t)["items"].([]any)); n != 1 {
 		t.Errorf("beta's space has %d events after the attempts, want 1", n)
