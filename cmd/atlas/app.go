@@ -91,7 +91,8 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	}, projections.Users(), projections.Spaces(), projections.Permissions(), projections.APIKeys(), projections.Orgs(), projections.Notes(), projections.Files())
 	a.Commands = commands.New(commands.Config{Store: a.Store, Sessions: commands.Sessions{Pool: pool}, Hasher: a.hasher, SessionTTL: cfg.SessionTTL,
 		Bucket: a.Bucket})
-	a.Reaper = &projections.BlobReaper{Pool: projectorPool, Bucket: a.Bucket, Runtime: a.Runtime, Prefix: commands.BlobPrefix, Log: log}
+	a.Reaper = &projections.BlobReaper{Pool: projectorPool, Bucket: a.Bucket, Runtime: a.Runtime, Prefix: commands.BlobPrefix, Log: log,
+		Lease: cfg.ReaperLease}
 	health := map[string]httpapi.Check{
 		"db":   func(ctx context.Context) error { return pool.Ping(ctx) },
 		"blob": a.checkBlob,

@@ -30,6 +30,7 @@ type Config struct {
 	MaxUpload       int64         // ATLAS_MAX_UPLOAD_BYTES
 	OrphanGrace     time.Duration // ATLAS_ORPHAN_GRACE
 	OrphanSweep     time.Duration // ATLAS_ORPHAN_SWEEP_INTERVAL
+	ReaperLease     time.Duration // ATLAS_BLOB_REAPER_LEASE
 
 	// Reserved for the capabilities that use them (search, cache, embeddings, assistant); read now so
 	// that `atlas config` shows the whole contract.
@@ -50,6 +51,7 @@ var envVars = []envVar{
 	{"ATLAS_MAX_UPLOAD_BYTES", "104857600", "Largest file content accepted, in bytes (100 MiB); larger uploads are 413."},
 	{"ATLAS_ORPHAN_GRACE", "24h", "Age after which stored content that no event references (an upload cut off before its event) is deleted."},
 	{"ATLAS_ORPHAN_SWEEP_INTERVAL", "1h", "How often the orphan sweep runs."},
+	{"ATLAS_BLOB_REAPER_LEASE", "1m", "How long the blob reaper's claim on a deletion lasts; a claim of a process that died is taken up again after it."},
 	{"ATLAS_LOG_LEVEL", "info", "debug, info, warn or error. Logs are JSON on stdout."},
 	{"ATLAS_SESSION_TTL", "720h", "Lifetime of a session token."},
 	{"ATLAS_PROJECTOR_BATCH", "100", "Events per projector transaction."},
@@ -102,6 +104,7 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		ConsistencyWait:  dur("ATLAS_CONSISTENCY_WAIT"),
 		OrphanGrace:      dur("ATLAS_ORPHAN_GRACE"),
 		OrphanSweep:      dur("ATLAS_ORPHAN_SWEEP_INTERVAL"),
+		ReaperLease:      dur("ATLAS_BLOB_REAPER_LEASE"),
 		WeaviateURL:      get("WEAVIATE_URL"),
 		RedisURL:         get("REDIS_URL"),
 		EmbeddingsURL:    get("EMBEDDINGS_URL"),

@@ -19,6 +19,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/atlas-workspace/atlas/internal/blobtest"
 	"github.com/atlas-workspace/atlas/internal/pgtest"
 )
 
@@ -28,7 +29,7 @@ func TestMain(m *testing.M) {
 	if os.Getenv("ATLAS_TEST_EXEC") == "1" {
 		os.Exit(run(os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
 	}
-	os.Exit(m.Run())
+	os.Exit(blobtest.Run(m))
 }
 
 type server struct {
