@@ -156,7 +156,7 @@ func (h *Handlers) StoreContent(ctx context.Context, name string, r io.Reader, l
 		return file.Content{}, fmt.Errorf("open blob %s: %w", key, err)
 	}
 	sum := sha256.New()
-	n, err := io.Copy(io.MultiWriter(w, sum), io.LimitReader(br, limit+1))
+	n, err := io.CopyBuffer(io.MultiWriter(w, sum), io.LimitReader(br, limit+1), make([]byte, 1<<20))
 	if err == nil && n > limit {
 		err = domain.Errorf(domain.CodeTooLarge, "the file is larger than the limit of %d bytes", limit)
 	}

@@ -6,7 +6,8 @@
 #      right after its baseline and from the same empty tables, so table and index sizes match;
 #   3. commit-to-read-model lag at a steady command rate (BenchmarkCommitToReadModelLag), in a fresh
 #      database on the same server, measured first while the server is quiet;
-#   4. permission-checked queries over 100,000 spaces and 10,000 users (BenchmarkPermissions).
+#   4. permission-checked queries over 100,000 spaces and 10,000 users (BenchmarkPermissions);
+#   5. file upload and download throughput next to a raw copy of the same bytes (BenchmarkFileTransfer).
 # Results go to bench-results/ and a summary to stdout. BENCH_SECONDS sets each measurement's length.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -45,6 +46,9 @@ go test -run '^$' -bench 'BenchmarkCommitToReadModelLag' -benchtime 1x -timeout 
 # Permission-checked queries over 100,000 spaces and 10,000 users, in a fresh database.
 go test -run '^$' -bench 'BenchmarkPermissions' -benchtime 1x -timeout 10m ./projections/ | tee "$OUT/permissions.txt"
 
+# File upload and download through the API next to a raw copy and read of the same bytes on the same disk.
+go test -run '^$' -bench 'BenchmarkFileTransfer' -benchtime 1x -timeout 10m ./cmd/atlas/ | tee "$OUT/files.txt"
+
 go test -c -o "$OUT/eventstore.test" ./eventstore/
 : > "$OUT/append.txt"
 declare -A RAW ATLAS
@@ -76,4 +80,5 @@ for events in 1 10; do
 done
 grep -E 'Lag' "$OUT/lag.txt" || true
 grep -E 'BenchmarkPermissions' "$OUT/permissions.txt" || true
+grep -E 'BenchmarkFileTransfer' "$OUT/files.txt" || true
 } | tee "$OUT/summary.txt"

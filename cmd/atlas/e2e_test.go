@@ -274,22 +274,33 @@ func TestEndToEnd(t *testing.T) {
 	expect(t, r, 201, "")
 	doomed := r.json(t)["id"].(string)
 	expect(t, s.do("POST", "/api/v1/spaces/"+doomed+"/notes", token, map[string]string{"title": "Doomed", "body": ""}), 201, "")
+	r = s.do("POST", "/api/v1/spaces/"+doomed+"/folders", token, map[string]string{"name": "Doomed folder"})
+	expect(t, r, 201, "")
+	expect(t, s.upload(token, doomed, "doomed.txt", []byte("doomed"), "folder_id", r.json(t)["id"].(string)), 201, "")
 	expect(t, s.do("DELETE", "/api/v1/spaces/"+doomed, token, nil), 200, "")
+	r = s.do("POST", "/api/v1/spaces/"+id+"/folders", token, map[string]string{"name": "Kept"})
+	expect(t, r, 201, "")
+	kept := r.json(t)["id"].(string)
+	r = s.upload(token, id, "kept.txt", []byte("kept"), "folder_id", kept, "visibility", "private")
+	expect(t, r, 201, "")
+	body, ct := multipartBody(part{name: "file", filename: "kept.txt", body: strings.NewReader("kept v2")})
+	expect(t, s.send("PUT", "/api/v1/files/"+r.json(t)["id"].(string)+"/content", token, body, ct), 200, "")
 	r = s.do("POST", "/api/v1/me/api-keys", token, map[string]string{"name": "rebuild check"})
 	expect(t, r, 201, "")
 	keyPos := r.json(t)["position"].(string)
-	for _, path := range []string{"/api/v1/spaces", "/api/v1/me/api-keys", "/api/v1/me", "/api/v1/orgs", "/api/v1/spaces/" + id + "/notes"} {
+	for _, path := range []string{"/api/v1/spaces", "/api/v1/me/api-keys", "/api/v1/me", "/api/v1/orgs", "/api/v1/spaces/" + id + "/notes", "/api/v1/spaces/" + id + "/files"} {
 		expect(t, s.do("GET", path, token, nil, "X-Consistency-Token", keyPos), 200, "") // every read model is there
 	}
 	order := map[string]string{"users": "id", "spaces": "id", "permissions": "principal_id, permission, resource_id", "api_keys": "id",
 		"orgs": "id", "org_members": "org_id, user_id", "org_invitations": "id",
 		"perm_org_members": "org_id, user_id", "perm_org_spaces": "space_id", "space_members": "space_id, user_id",
-		"perm_space_members": "space_id, user_id", "notes": "id", "note_revisions": "note_id, revision", "note_space_tombstones": "space_id"}
+		"perm_space_members": "space_id, user_id", "notes": "id", "note_revisions": "note_id, revision", "note_space_tombstones": "space_id",
+		"folders": "id", "files": "id", "file_versions": "file_id, version", "file_tombstones": "id"}
 	before := map[string]string{}
 	for table, o := range order {
 		before[table] = dumpOrdered(t, s.app.ProjectorPool, table, o)
 	}
-	for _, name := range []string{"users", "spaces", "permissions", "api_keys", "orgs", "notes"} {
+	for _, name := range []string{"users", "spaces", "permissions", "api_keys", "orgs", "notes", "files"} {
 		var out, errOut bytes.Buffer
 		if code := run([]string{"projections", "rebuild", name, "--quiet"}, func(k string) string { return s.env[k] }, &out, &errOut); code != 0 {
 			t.Fatalf("rebuild %s exited %d: %s %s", name, code, out.String(), errOut.String())
