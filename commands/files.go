@@ -119,6 +119,21 @@ func (h *Handlers) FileFor(ctx context.Context, viewer, id uuid.UUID) (file.Stat
 	return st, err
 }
 
+// CanWriteFile fails as a new version of file id would before any byte is stored: CodeNotFound when
+// actor may not read the file, CodeForbidden when they may not change it.
+func (h *Handlers) CanWriteFile(ctx context.Context, actor, id uuid.UUID) error {
+	st, _, v, _, err := h.fileFor(ctx, actor, id)
+	switch {
+	case err != nil:
+		return err
+	case !st.CanRead(v):
+		return domain.Errorf(domain.CodeNotFound, "file not found")
+	case !st.CanWrite(v):
+		return domain.Errorf(domain.CodeForbidden, "only the space's editors and managers change its files")
+	}
+	return nil
+}
+
 // CanUpload fails as an upload would before any byte is stored: CodeNotFound when actor may not read
 // the space, CodeForbidden when they may not write it.
 func (h *Handlers) CanUpload(ctx context.Context, actor, spaceID uuid.UUID) error {

@@ -246,8 +246,8 @@ func (s *Server) putFileContent(c echo.Context) error {
 		return err
 	}
 	ctx := c.Request().Context()
-	// Refuse before storing a byte when the caller may not see the file.
-	if _, err := s.deps.Commands.FileFor(ctx, userID(c), id); err != nil {
+	// Refuse before storing a byte when the caller may not change the file.
+	if err := s.deps.Commands.CanWriteFile(ctx, userID(c), id); err != nil {
 		return err
 	}
 	up, err := s.readUpload(c, false)
@@ -270,19 +270,8 @@ func (s *Server) putFileContent(c echo.Context) error {
 }
 
 func (s *Server) getFile(c echo.Context) error {
-	id, err := pathUUID(c, "file_id")
-	if err != nil {
-		return err
-	}
-	if err := s.consistent(c, projections.FilesProjector, projections.PermissionsProjector); err != nil {
-		return err
-	}
-	v, err := s.deps.Queries.File(c.Request().Context(), userID(c), id)
-	if err != nil {
-		return err
-	}
-	setETag(c, v.Version)
-	return c.JSON(http.StatusOK, fileFromView(v))
+	return getOne(s, c, "file_id", []string{projections.FilesProjector, projections.PermissionsProjector}, s.deps.Queries.File,
+		func(v projections.FileView) int64 { return v.Version }, fileFromView)
 }
 
 func (s *Server) listFiles(c echo.Context) error {
@@ -625,19 +614,8 @@ func (s *Server) deleteFolder(c echo.Context) error {
 }
 
 func (s *Server) getFolder(c echo.Context) error {
-	id, err := pathUUID(c, "folder_id")
-	if err != nil {
-		return err
-	}
-	if err := s.consistent(c, projections.FilesProjector, projections.PermissionsProjector); err != nil {
-		return err
-	}
-	v, err := s.deps.Queries.Folder(c.Request().Context(), userID(c), id)
-	if err != nil {
-		return err
-	}
-	setETag(c, v.Version)
-	return c.JSON(http.StatusOK, folderFromView(v))
+	return getOne(s, c, "folder_id", []string{projections.FilesProjector, projections.PermissionsProjector}, s.deps.Queries.Folder,
+		func(v projections.FolderView) int64 { return v.Version }, folderFromView)
 }
 
 func (s *Server) listFolders(c echo.Context) error {

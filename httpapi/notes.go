@@ -104,19 +104,8 @@ func (s *Server) deleteNote(c echo.Context) error {
 }
 
 func (s *Server) getNote(c echo.Context) error {
-	id, err := pathUUID(c, "note_id")
-	if err != nil {
-		return err
-	}
-	if err := s.consistent(c, projections.NotesProjector, projections.PermissionsProjector); err != nil {
-		return err
-	}
-	v, err := s.deps.Queries.Note(c.Request().Context(), userID(c), id)
-	if err != nil {
-		return err
-	}
-	setETag(c, v.Version)
-	return c.JSON(http.StatusOK, noteFromView(v))
+	return getOne(s, c, "note_id", []string{projections.NotesProjector, projections.PermissionsProjector}, s.deps.Queries.Note,
+		func(v projections.NoteView) int64 { return v.Version }, noteFromView)
 }
 
 func (s *Server) listNotes(c echo.Context) error {

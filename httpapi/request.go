@@ -168,3 +168,23 @@ func readCommand(c echo.Context, dst any, conditional bool) (commands.Context, i
 	cc, err := commandContext(c, body)
 	return cc, expected, err
 }
+
+// getOne answers a query for one resource addressed by the path parameter param: it waits for the
+// named read models when the request carries a consistency token, runs query for the caller, and
+// answers the resource as dto makes it, with its version as ETag.
+func getOne[V, D any](s *Server, c echo.Context, param string, projectors []string,
+	query func(ctx context.Context, viewer, id uuid.UUID) (V, error), version func(V) int64, dto func(V) D) error {
+	id, err := pathUUID(c, param)
+	if err != nil {
+		return err
+	}
+	if err := s.consistent(c, projectors...); err != nil {
+		return err
+	}
+	v, err := query(c.Request().Context(), userID(c), id)
+	if err != nil {
+		return err
+	}
+	setETag(c, version(v))
+	return c.JSON(http.StatusOK, dto(v))
+}

@@ -56,6 +56,7 @@ type Commands interface {
 	DeleteNote(ctx context.Context, cc commands.Context, id uuid.UUID, expected int64) (commands.NoteResult, error)
 	NoteFor(ctx context.Context, viewer, id uuid.UUID) (note.State, note.Access, error)
 	CanUpload(ctx context.Context, actor, spaceID uuid.UUID) error
+	CanWriteFile(ctx context.Context, actor, id uuid.UUID) error
 	StoreContent(ctx context.Context, name string, r io.Reader, limit int64) (file.Content, error)
 	DiscardContent(ctx context.Context, key string) error
 	OpenContent(ctx context.Context, key string, offset, length int64) (*blob.Reader, error)

@@ -132,12 +132,22 @@ func (s *server) do(method, path, token string, body any, headers ...string) res
 		raw, _ := json.Marshal(b)
 		rd = bytes.NewReader(raw)
 	}
-	req, err := http.NewRequest(method, s.base+path, rd)
+	contentType := ""
+	if rd != nil {
+		contentType = "application/json"
+	}
+	return s.send(method, path, token, rd, contentType, headers...)
+}
+
+// send sends a raw body of contentType ("" for none); headers come in name, value pairs.
+func (s *server) send(method, path, token string, body io.Reader, contentType string, headers ...string) resp {
+	s.t.Helper()
+	req, err := http.NewRequest(method, s.base+path, body)
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	if rd != nil {
-		req.Header.Set("Content-Type", "application/json")
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
 	}
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
@@ -152,6 +162,38 @@ func (s *server) do(method, path, token string, body any, headers ...string) res
 	defer res.Body.Close()
 	raw, _ := io.ReadAll(res.Body)
 	return resp{status: res.StatusCode, header: res.Header, body: raw}
+}
+
+// racePatches sends n PATCHes of path at once, each with If-Match ifMatch and the body body(i), and
+// returns how many got each status (0 for a transport error). It is safe to call from the test
+// goroutine only; the requests themselves run in their own goroutines.
+func (s *server) racePatches(path, token, ifMatch string, n int, body func(i int) string) map[int]int {
+	statuses := make(chan int, n)
+	var wg sync.WaitGroup
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			req, _ := http.NewRequest("PATCH", s.base+path, strings.NewReader(body(i)))
+			req.Header.Set("Authorization", "Bearer "+token)
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("If-Match", ifMatch)
+			res, err := http.DefaultClient.Do(req)
+			if err != nil {
+				statuses <- 0
+				return
+			}
+			res.Body.Close()
+			statuses <- res.StatusCode
+		}()
+	}
+	wg.Wait()
+	close(statuses)
+	got := map[int]int{}
+	for st := range statuses {
+		got[st]++
+	}
+	return got
 }
 
 func expect(t *testing.T, r resp, status int, code string) {

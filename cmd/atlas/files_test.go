@@ -7,11 +7,9 @@ import (
 	"fmt"
 	"io"
 	"mime/multipart"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
@@ -46,31 +44,6 @@ func multipartBody(parts ...part) (io.Reader, string) {
 		pw.CloseWithError(mw.Close())
 	}()
 	return pr, mw.FormDataContentType()
-}
-
-// send sends a raw request; headers come in name, value pairs.
-func (s *server) send(method, path, token string, body io.Reader, contentType string, headers ...string) resp {
-	s.t.Helper()
-	req, err := http.NewRequest(method, s.base+path, body)
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	if contentType != "" {
-		req.Header.Set("Content-Type", contentType)
-	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	for i := 0; i+1 < len(headers); i += 2 {
-		req.Header.Set(headers[i], headers[i+1])
-	}
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	defer res.Body.Close()
-	raw, _ := io.ReadAll(res.Body)
-	return resp{status: res.StatusCode, header: res.Header, body: raw}
 }
 
 // upload sends content as a file named name, with extra fields (name, value pairs).
@@ -393,6 +366,10 @@ func TestFileVisibilityAndPublicLinks(t *testing.T) {
 	// Viewers read but do not write.
 	expect(t, s.do("PATCH", "/api/v1/files/"+ids["space"], viewer, map[string]string{"name": "x"}), 403, "forbidden")
 	expect(t, s.upload(viewer, sp, "v.txt", []byte("v")), 403, "forbidden")
+	body, ct := multipartBody(part{name: "file", filename: "v2", body: strings.NewReader("by a viewer")})
+	expect(t, s.send("PUT", "/api/v1/files/"+ids["space"]+"/content", viewer, body, ct), 403, "forbidden")
+	body, ct = multipartBody(part{name: "file", filename: "v2", body: strings.NewReader("by an outsider")})
+	expect(t, s.send("PUT", "/api/v1/files/"+ids["space"]+"/content", outsider, body, ct), 404, "not_found")
 
 	// Public links serve content only while the file is public and the link live.
 	r = s.do("POST", "/api/v1/files/"+ids["space"]+"/links", owner, map[string]any{})
@@ -441,31 +418,7 @@ func TestConcurrentFileEditsWithOneIfMatch(t *testing.T) {
 	r := s.upload(token, personal, "r.txt", []byte("r"))
 	expect(t, r, 201, "")
 	id := r.json(t)["id"].(string)
-	statuses := make(chan int, 2)
-	var wg sync.WaitGroup
-	for i := 0; i < 2; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			req, _ := http.NewRequest("PATCH", s.base+"/api/v1/files/"+id, strings.NewReader(fmt.Sprintf(`{"name": "n%d.txt"}`, i)))
-			req.Header.Set("Authorization", "Bearer "+token)
-			req.Header.Set("Content-Type", "application/json")
-			req.Header.Set("If-Match", `"1"`)
-			res, err := http.DefaultClient.Do(req)
-			if err != nil {
-				statuses <- 0
-				return
-			}
-			res.Body.Close()
-			statuses <- res.StatusCode
-		}()
-	}
-	wg.Wait()
-	close(statuses)
-	got := map[int]int{}
-	for st := range statuses {
-		got[st]++
-	}
+	got := s.racePatches("/api/v1/files/"+id, token, `"1"`, 2, func(i int) string { return fmt.Sprintf(`{"name": "n%d.txt"}`, i) })
 	if got[200] != 1 || got[409] != 1 {
 		t.Fatalf("two PATCHes with one If-Match: %v, want one 200 and one 409", got)
 	}

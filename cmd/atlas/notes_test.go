@@ -1,12 +1,8 @@
 package main
 
 import (
-	"bytes"
-	"encoding/json"
 	"fmt"
-	"net/http"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/atlas-workspace/atlas/domain/note"
@@ -82,32 +78,7 @@ func TestNotes(t *testing.T) {
 	expect(t, s.do("PATCH", "/api/v1/notes/"+id, owner, map[string]string{"body": "x"}, "If-Match", `"1"`), 409, "version_conflict")
 
 	// Two edits with the same If-Match: one wins, the other is a version conflict.
-	statuses := make(chan int, 2)
-	var wg sync.WaitGroup
-	for i := 0; i < 2; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			raw, _ := json.Marshal(map[string]string{"body": fmt.Sprintf("concurrent %d", i)})
-			req, _ := http.NewRequest("PATCH", s.base+"/api/v1/notes/"+id, bytes.NewReader(raw))
-			req.Header.Set("Authorization", "Bearer "+owner)
-			req.Header.Set("Content-Type", "application/json")
-			req.Header.Set("If-Match", `"2"`)
-			res, err := http.DefaultClient.Do(req)
-			if err != nil {
-				statuses <- 0
-				return
-			}
-			res.Body.Close()
-			statuses <- res.StatusCode
-		}()
-	}
-	wg.Wait()
-	close(statuses)
-	got := map[int]int{}
-	for st := range statuses {
-		got[st]++
-	}
+	got := s.racePatches("/api/v1/notes/"+id, owner, `"2"`, 2, func(i int) string { return fmt.Sprintf(`{"body": "concurrent %d"}`, i) })
 	if got[200] != 1 || got[409] != 1 {
 		t.Fatalf("concurrent edits with one If-Match: %v, want one 200 and one 409", got)
 	}
