@@ -281,7 +281,14 @@ type LinkResult struct {
 }
 
 // CreateFileLink makes a public link to a file (256-bit token; its SHA-256 is kept).
+// A repeat with the same Idempotency-Key is CodeConflict: the first link stands, but its token was
+// shown once and is not kept, so it cannot be answered again.
 func (h *Handlers) CreateFileLink(ctx context.Context, cc Context, id uuid.UUID, expiresAt *time.Time) (LinkResult, error) {
+	if _, ok, err := h.replay(ctx, cc); err != nil {
+		return LinkResult{}, err
+	} else if ok {
+		return LinkResult{}, domain.Errorf(domain.CodeConflict, "this Idempotency-Key already created a link; its token was shown once and cannot be shown again (list the file's links to see it)")
+	}
 	raw := make([]byte, 32)
 	if _, err := rand.Read(raw); err != nil {
 		return LinkResult{}, err
@@ -447,6 +454,9 @@ func treeLock(spaceID uuid.UUID) string { return "atlas.folder-tree:" + spaceID.
 
 // CreateFolder creates a folder in a space, at the root or under parentID.
 func (h *Handlers) CreateFolder(ctx context.Context, cc Context, spaceID uuid.UUID, parentID *uuid.UUID, name string) (FolderResult, error) {
+	if prev, ok, err := h.replay(ctx, cc); err != nil || ok {
+		return h.folderReplay(ctx, prev, err)
+	}
 	sp, v, err := h.FileViewer(ctx, cc.Actor, spaceID)
 	if err != nil {
 		return FolderResult{}, err
@@ -464,14 +474,35 @@ func (h *Handlers) CreateFolder(ctx context.Context, cc Context, spaceID uuid.UU
 		return FolderResult{}, err
 	}
 	tenant := sp.Owner()
-	res, err := h.appendIn(ctx, nil, eventstore.AppendRequest{
+	res, prev, err := h.appendIdempotent(ctx, nil, cc, id, eventstore.AppendRequest{
 		Streams:  []eventstore.StreamAppend{{StreamType: file.FolderStreamType, StreamID: id, TenantID: &tenant, Events: evs}},
 		Metadata: cc.metadata(uuid.Must(uuid.NewV7())),
 	})
+	return h.folderOutcome(ctx, file.Folder{}, evs, res, prev, err)
+}
+
+func (h *Handlers) folderOutcome(ctx context.Context, f file.Folder, evs []domain.Event, res eventstore.AppendResult, prev *eventstore.IdempotentResult, err error) (FolderResult, error) {
+	if prev != nil {
+		return h.folderReplay(ctx, *prev, nil)
+	}
 	if err != nil {
 		return FolderResult{}, err
 	}
-	return FolderResult{Folder: file.EvolveFolder(file.Folder{}, evs[0]), Position: res.Position}, nil
+	for _, e := range evs {
+		f = file.EvolveFolder(f, e)
+	}
+	return FolderResult{Folder: f, Position: res.Position}, nil
+}
+
+func (h *Handlers) folderReplay(ctx context.Context, prev eventstore.IdempotentResult, err error) (FolderResult, error) {
+	if err != nil {
+		return FolderResult{}, err
+	}
+	f, _, err := load(ctx, h.store, prev.StreamID, prev.StreamVersion, file.EvolveFolder)
+	if err != nil {
+		return FolderResult{}, fmt.Errorf("replay idempotent result: %w", err)
+	}
+	return FolderResult{Folder: f, Position: prev.Position}, nil
 }
 
 // FolderFor returns a live folder viewer may read (through its space); CodeNotFound otherwise.
@@ -530,6 +561,9 @@ func (h *Handlers) DeleteFolder(ctx context.Context, cc Context, id uuid.UUID, e
 }
 
 func (h *Handlers) changeFolder(ctx context.Context, cc Context, id uuid.UUID, expected int64, locked bool, command func(file.Folder, file.Viewer) (any, error)) (FolderResult, error) {
+	if prev, ok, err := h.replay(ctx, cc); err != nil || ok {
+		return h.folderReplay(ctx, prev, err)
+	}
 	for attempt := 1; ; attempt++ {
 		var res FolderResult
 		var err error
@@ -567,15 +601,9 @@ func (h *Handlers) changeFolderOnce(ctx context.Context, t *txn, cc Context, id 
 		return FolderResult{Folder: f}, err
 	}
 	tenant := sp.Owner()
-	res, err := h.appendIn(ctx, t, eventstore.AppendRequest{
+	res, prev, err := h.appendIdempotent(ctx, t, cc, id, eventstore.AppendRequest{
 		Streams:  []eventstore.StreamAppend{{StreamType: file.FolderStreamType, StreamID: id, TenantID: &tenant, ExpectedVersion: f.Version, Events: evs}},
 		Metadata: cc.metadata(uuid.Must(uuid.NewV7())),
 	})
-	if err != nil {
-		return FolderResult{}, err
-	}
-	for _, e := range evs {
-		f = file.EvolveFolder(f, e)
-	}
-	return FolderResult{Folder: f, Position: res.Position}, nil
+	return h.folderOutcome(ctx, f, evs, res, prev, err)
 }

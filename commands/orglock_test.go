@@ -134,3 +134,59 @@ func TestLeavingRacesSpaceMembership(t *testing.T) {
 		}
 	}
 }
+
+// TestConcurrentFolderMovesNeverMakeACycle moves two folders into each other at once, many times:
+// at most one move wins each time, and the tree never has a cycle.
+func TestConcurrentFolderMovesNeverMakeACycle(t *testing.T) {
+	h := newHandlers(t, &clock{now: time.Now()}, time.Hour)
+	ctx := context.Background()
+	reg, err := h.Register(ctx, commands.Context{}, "mover@example.com", "Mover", "correct horse battery")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc := commands.Context{Actor: reg.User.ID}
+	space := reg.User.PersonalSpaceID
+	for round := 0; round < 15; round++ {
+		a, err := h.CreateFolder(ctx, cc, space, nil, fmt.Sprintf("a%d", round))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := h.CreateFolder(ctx, cc, space, nil, fmt.Sprintf("b%d", round))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		errs := make([]error, 2)
+		for i, pair := range [][2]uuid.UUID{{a.Folder.ID, b.Folder.ID}, {b.Folder.ID, a.Folder.ID}} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				parent := &pair[1]
+				_, errs[i] = h.UpdateFolder(ctx, cc, pair[0], 0, nil, &parent)
+			}()
+		}
+		wg.Wait()
+		for _, err := range errs {
+			if err != nil && domain.ErrorCode(err) != domain.CodeInvalid {
+				t.Fatalf("round %d: %v", round, err)
+			}
+		}
+		if errs[0] == nil && errs[1] == nil {
+			t.Fatalf("round %d: both folders moved into each other", round)
+		}
+		// Walk up from each: the chain must reach the root.
+		for _, start := range []uuid.UUID{a.Folder.ID, b.Folder.ID} {
+			cur, steps := &start, 0
+			for cur != nil {
+				f, err := h.Folder(ctx, *cur)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if steps++; steps > 3 {
+					t.Fatalf("round %d: a cycle through %s", round, start)
+				}
+				cur = f.ParentID
+			}
+		}
+	}
+}

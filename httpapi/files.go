@@ -218,22 +218,48 @@ func (s *Server) uploadFile(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	if up.visibility == "" {
+		up.visibility = file.Space
+	}
+	return s.recordUpload(c, http.StatusCreated, up, func(ctx context.Context, cc commands.Context) (commands.FileResult, error) {
+		return s.deps.Commands.UploadFile(ctx, cc, spaceID, up.folderID, up.filename, up.visibility, up.content)
+	})
+}
+
+// recordUpload runs the command that records stored content, and answers with the file. The command
+// runs to its end even if the client goes away: once the content is stored, whether its event was
+// appended must be known, or the content could be deleted under a committed event. Only a definite
+// refusal (a domain error) discards the content at once; anything else leaves it to the orphan
+// sweep, which deletes it only if no event refers to it. An idempotent repeat answers the first
+// upload's file and discards the new copy.
+func (s *Server) recordUpload(c echo.Context, status int, up upload, record func(context.Context, commands.Context) (commands.FileResult, error)) error {
+	ctx := context.WithoutCancel(c.Request().Context())
 	cc, err := commandContext(c, up.hash)
+	var r commands.FileResult
 	if err == nil {
-		if up.visibility == "" {
-			up.visibility = file.Space
-		}
-		var r commands.FileResult
-		r, err = s.deps.Commands.UploadFile(ctx, cc, spaceID, up.folderID, up.filename, up.visibility, up.content)
-		if err == nil {
-			if r.File.Current().BlobKey != up.content.BlobKey { // an idempotent repeat: the first upload stands
-				_ = s.deps.Commands.DiscardContent(ctx, up.content.BlobKey)
-			}
-			return s.fileCommandResponse(c, http.StatusCreated, r)
+		r, err = record(ctx, cc)
+	}
+	var refused *domain.Error
+	switch {
+	case err == nil && r.File.Current().BlobKey != up.content.BlobKey && !hasVersion(r.File, up.content.BlobKey):
+		_ = s.deps.Commands.DiscardContent(ctx, up.content.BlobKey)
+	case errors.As(err, &refused):
+		_ = s.deps.Commands.DiscardContent(ctx, up.content.BlobKey)
+		return err
+	case err != nil:
+		return err
+	}
+	return s.fileCommandResponse(c, status, r)
+}
+
+// hasVersion reports whether one of st's versions is stored under key.
+func hasVersion(st file.State, key string) bool {
+	for _, v := range st.Versions {
+		if v.BlobKey == key {
+			return true
 		}
 	}
-	_ = s.deps.Commands.DiscardContent(context.WithoutCancel(ctx), up.content.BlobKey)
-	return err
+	return false
 }
 
 func (s *Server) putFileContent(c echo.Context) error {
@@ -254,19 +280,9 @@ func (s *Server) putFileContent(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	cc, err := commandContext(c, up.hash)
-	if err == nil {
-		var r commands.FileResult
-		r, err = s.deps.Commands.AddFileVersion(ctx, cc, id, expected, up.content)
-		if err == nil {
-			if r.File.Current().BlobKey != up.content.BlobKey {
-				_ = s.deps.Commands.DiscardContent(ctx, up.content.BlobKey)
-			}
-			return s.fileCommandResponse(c, http.StatusOK, r)
-		}
-	}
-	_ = s.deps.Commands.DiscardContent(context.WithoutCancel(ctx), up.content.BlobKey)
-	return err
+	return s.recordUpload(c, http.StatusOK, up, func(ctx context.Context, cc commands.Context) (commands.FileResult, error) {
+		return s.deps.Commands.AddFileVersion(ctx, cc, id, expected, up.content)
+	})
 }
 
 func (s *Server) getFile(c echo.Context) error {
@@ -318,14 +334,18 @@ func (s *Server) listFileVersions(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := s.consistent(c, projections.FilesProjector, projections.PermissionsProjector); err != nil {
-		return err
-	}
-	vs, err := s.deps.Queries.FileVersions(c.Request().Context(), userID(c), id)
+	limit, err := pageLimit(c)
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, pageDTO[projections.FileVersionView]{Items: vs})
+	if err := s.consistent(c, projections.FilesProjector, projections.PermissionsProjector); err != nil {
+		return err
+	}
+	page, err := s.deps.Queries.FileVersions(c.Request().Context(), userID(c), id, c.QueryParam("cursor"), limit)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, pageDTO[projections.FileVersionView]{Items: page.Items, NextCursor: page.NextCursor})
 }
 
 func (s *Server) getFileContent(c echo.Context) error {
@@ -540,13 +560,31 @@ func (s *Server) listFileLinks(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	limit, err := pageLimit(c)
+	if err != nil {
+		return err
+	}
+	after, err := uuid.Nil, nil
+	if cur := c.QueryParam("cursor"); cur != "" {
+		if after, err = uuid.Parse(cur); err != nil {
+			return domain.Errorf(domain.CodeBadRequest, "cursor %q is not valid", cur)
+		}
+	}
 	st, err := s.deps.Commands.FileFor(c.Request().Context(), userID(c), id)
 	if err != nil {
 		return err
 	}
 	now := time.Now()
 	out := pageDTO[linkDTO]{Items: []linkDTO{}}
-	for _, l := range st.Links {
+	for _, l := range st.Links { // in creation order; link ids are UUIDv7
+		if l.ID.String() <= after.String() {
+			continue
+		}
+		if len(out.Items) == limit {
+			cur := out.Items[limit-1].ID.String()
+			out.NextCursor = &cur
+			break
+		}
 		live, revoked, created := l.Live(now), l.Revoked, l.CreatedAt.UTC()
 		out.Items = append(out.Items, linkDTO{ID: l.ID, ExpiresAt: l.ExpiresAt, CreatedAt: &created, Live: &live, Revoked: &revoked})
 	}
@@ -631,15 +669,19 @@ func (s *Server) listFolders(c echo.Context) error {
 		}
 		parent = &id
 	}
-	if err := s.consistent(c, projections.FilesProjector, projections.PermissionsProjector); err != nil {
-		return err
-	}
-	vs, err := s.deps.Queries.FoldersOf(c.Request().Context(), userID(c), spaceID, parent)
+	limit, err := pageLimit(c)
 	if err != nil {
 		return err
 	}
-	out := pageDTO[folderDTO]{Items: make([]folderDTO, len(vs))}
-	for i, v := range vs {
+	if err := s.consistent(c, projections.FilesProjector, projections.PermissionsProjector); err != nil {
+		return err
+	}
+	page, err := s.deps.Queries.FoldersOf(c.Request().Context(), userID(c), spaceID, parent, c.QueryParam("cursor"), limit)
+	if err != nil {
+		return err
+	}
+	out := pageDTO[folderDTO]{Items: make([]folderDTO, len(page.Items)), NextCursor: page.NextCursor}
+	for i, v := range page.Items {
 		out.Items[i] = folderFromView(v)
 	}
 	return c.JSON(http.StatusOK, out)

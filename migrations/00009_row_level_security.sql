@@ -124,7 +124,8 @@ CREATE POLICY projector ON perm_space_members TO atlas_projector USING (current_
 -- The API's policies: a row is visible when it belongs to one of the context's tenants. The exceptions
 -- cross a tenant boundary only where the permission projection already grants it: a space shared with
 -- the user (space membership) or public to anyone signed in, the members of such a space, and the
--- names of users the caller shares an organization or a visible space with.
+-- users the caller shares an organization with or who are members of a space the caller may read in
+-- their own name (not merely as anyone signed in).
 CREATE POLICY tenant ON orgs FOR SELECT TO atlas_api
     USING (id = ANY (atlas_tenants()));
 CREATE POLICY tenant ON org_members FOR SELECT TO atlas_api
@@ -144,7 +145,8 @@ CREATE POLICY tenant ON space_members FOR SELECT TO atlas_api
 CREATE POLICY tenant ON users FOR SELECT TO atlas_api
     USING (id = atlas_user()
         OR EXISTS (SELECT 1 FROM org_members m WHERE m.user_id = users.id AND m.org_id = ANY (atlas_tenants()))
-        OR EXISTS (SELECT 1 FROM space_members m WHERE m.user_id = users.id));
+        OR EXISTS (SELECT 1 FROM space_members m JOIN permissions p ON p.resource_id = m.space_id
+            WHERE m.user_id = users.id AND p.principal_id = atlas_user() AND p.permission = 'read'));
 
 -- +goose Down
 DROP POLICY tenant ON users;

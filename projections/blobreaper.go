@@ -135,32 +135,47 @@ func (r *BlobReaper) Pending(ctx context.Context) (int, error) {
 }
 
 // SweepOrphans deletes objects under Prefix older than grace that no file event references
-// (blob_refs). It does nothing while the files projector is failed, rebuilding or more than grace/2
-// behind: an upload's event is recorded after its object, so an object older than grace whose event
-// was recorded within grace/2 of it (any upload shorter than that) is in blob_refs by then.
+// (blob_refs). It does nothing, and stops, while the files projector is failed, rebuilding or more
+// than grace/2 behind (checked before each batch): an upload's event is recorded after its object, so
+// an object older than grace whose event was recorded within grace/2 of it (any upload shorter than
+// that) is in blob_refs by then. A rebuild of the projector does not empty blob_refs.
 func (r *BlobReaper) SweepOrphans(ctx context.Context, grace time.Duration) (int, error) {
 	r.defaults()
-	if r.Runtime != nil {
+	// current says whether the files projector is live and within grace/2 of the log; it is asked
+	// before the sweep and again before each batch is deleted.
+	current := func() (bool, error) {
+		if r.Runtime == nil {
+			return true, nil
+		}
 		p := r.Runtime.Projector(FilesProjector)
 		if p == nil {
-			return 0, errors.New("orphan sweep: no files projector")
+			return false, errors.New("orphan sweep: no files projector")
 		}
 		st, err := r.Runtime.status(ctx, p)
 		if err != nil {
-			return 0, err
+			return false, err
 		}
 		if st.Status != "live" || st.LagSeconds > (grace/2).Seconds() {
 			r.Log.Warn("orphan sweep skipped: the files projector is not live and current", "status", st.Status, "lag_seconds", st.LagSeconds)
-			return 0, nil
+			return false, nil
 		}
+		return true, nil
+	}
+	if ok, err := current(); err != nil || !ok {
+		return 0, err
 	}
 	cutoff := time.Now().Add(-grace)
 	it := r.Bucket.List(&blob.ListOptions{Prefix: r.Prefix})
 	var batch []string
 	deleted := 0
+	stopped := false
 	flush := func() error {
-		if len(batch) == 0 {
+		if len(batch) == 0 || stopped {
 			return nil
+		}
+		if ok, err := current(); err != nil || !ok {
+			stopped = true
+			return err
 		}
 		rows, err := r.Pool.Query(ctx, `SELECT k FROM unnest($1::text[]) k WHERE NOT EXISTS (SELECT 1 FROM blob_refs WHERE blob_key = k)`, batch)
 		if err != nil {
@@ -189,6 +204,9 @@ func (r *BlobReaper) SweepOrphans(ctx context.Context, grace time.Duration) (int
 		}
 		if obj.IsDir || !obj.ModTime.Before(cutoff) {
 			continue
+		}
+		if stopped {
+			break
 		}
 		batch = append(batch, obj.Key)
 		if len(batch) == 500 {

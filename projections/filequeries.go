@@ -3,6 +3,7 @@ package projections
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/google/uuid"
@@ -107,23 +108,57 @@ func (q *Queries) FileContent(ctx context.Context, viewer, id uuid.UUID, n int64
 	return f, c, err
 }
 
-// FileVersions lists every stored version of a file viewer may read, oldest first.
-func (q *Queries) FileVersions(ctx context.Context, viewer, id uuid.UUID) ([]FileVersionView, error) {
+// FileVersionPage is one page of a file's versions.
+type FileVersionPage struct {
+	Items      []FileVersionView
+	NextCursor *string
+}
+
+// FileVersions lists the stored versions of a file viewer may read, oldest first, limit per page,
+// after version number cursor ("" for the first page); CodeNotFound when viewer may not read it.
+func (q *Queries) FileVersions(ctx context.Context, viewer, id uuid.UUID, cursor string, limit int) (FileVersionPage, error) {
+	var after int64
+	if cursor != "" {
+		var err error
+		if after, err = strconv.ParseInt(cursor, 10, 64); err != nil || after < 0 {
+			return FileVersionPage{}, domain.Errorf(domain.CodeBadRequest, "cursor %q is not valid", cursor)
+		}
+	}
+	var readable bool
 	out := []FileVersionView{}
-	err := q.tenantQuery(ctx, viewer, func(rows pgx.Rows) error {
-		var c FileVersionView
-		if err := rows.Scan(&c.Version, &c.Size, &c.SHA256, &c.ContentType, &c.BlobKey, &c.UploadedBy, &c.UploadedAt); err != nil {
+	err := q.tenantTx(ctx, viewer, func(tx pgx.Tx) error {
+		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM files f WHERE f.id = $1 AND `+readableFile+`)`, id, viewer, Anyone).Scan(&readable); err != nil || !readable {
 			return err
 		}
-		c.UploadedAt = c.UploadedAt.UTC()
-		out = append(out, c)
-		return nil
-	}, `SELECT v.version, v.size, v.sha256, v.content_type, v.blob_key, v.uploaded_by, v.uploaded_at
-		FROM files f JOIN file_versions v ON v.file_id = f.id WHERE f.id = $1 AND `+readableFile+` ORDER BY v.version`, id, viewer, Anyone)
-	if err == nil && len(out) == 0 {
-		return nil, domain.Errorf(domain.CodeNotFound, "file not found")
+		rows, err := tx.Query(ctx, `SELECT version, size, sha256, content_type, blob_key, uploaded_by, uploaded_at
+			FROM file_versions WHERE file_id = $1 AND version > $2 ORDER BY version LIMIT $3`, id, after, limit+1)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var c FileVersionView
+			if err := rows.Scan(&c.Version, &c.Size, &c.SHA256, &c.ContentType, &c.BlobKey, &c.UploadedBy, &c.UploadedAt); err != nil {
+				return err
+			}
+			c.UploadedAt = c.UploadedAt.UTC()
+			out = append(out, c)
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return FileVersionPage{}, fmt.Errorf("list file versions: %w", err)
 	}
-	return out, err
+	if !readable {
+		return FileVersionPage{}, domain.Errorf(domain.CodeNotFound, "file not found")
+	}
+	page := FileVersionPage{Items: out}
+	if len(out) > limit {
+		page.Items = out[:limit]
+		c := strconv.FormatInt(out[limit-1].Version, 10)
+		page.NextCursor = &c
+	}
+	return page, nil
 }
 
 // FileFilter narrows a file listing.
@@ -212,10 +247,21 @@ func (q *Queries) Folder(ctx context.Context, viewer, id uuid.UUID) (FolderView,
 	return v, err
 }
 
-// FoldersOf lists the folders directly under parent (nil: the space's root), by name.
-func (q *Queries) FoldersOf(ctx context.Context, viewer, spaceID uuid.UUID, parent *uuid.UUID) ([]FolderView, error) {
+// FolderPage is one page of a folder listing.
+type FolderPage struct {
+	Items      []FolderView
+	NextCursor *string
+}
+
+// FoldersOf lists the folders directly under parent (nil: the space's root), oldest first, limit per
+// page after cursor ("" for the first page).
+func (q *Queries) FoldersOf(ctx context.Context, viewer, spaceID uuid.UUID, parent *uuid.UUID, cursor string, limit int) (FolderPage, error) {
+	after, err := parseCursor(cursor)
+	if err != nil {
+		return FolderPage{}, err
+	}
 	out := []FolderView{}
-	err := q.tenantTx(ctx, viewer, func(tx pgx.Tx) error {
+	err = q.tenantTx(ctx, viewer, func(tx pgx.Tx) error {
 		var ok bool
 		if err := tx.QueryRow(ctx, `SELECT `+readableSpace("$1")+` AND ($4::uuid IS NULL OR EXISTS (SELECT 1 FROM folders WHERE id = $4 AND space_id = $1))`,
 			spaceID, viewer, Anyone, parent).Scan(&ok); err != nil {
@@ -225,7 +271,7 @@ func (q *Queries) FoldersOf(ctx context.Context, viewer, spaceID uuid.UUID, pare
 			return domain.Errorf(domain.CodeNotFound, "space or folder not found")
 		}
 		rows, err := tx.Query(ctx, `SELECT `+folderColumns+` FROM folders d
-			WHERE d.space_id = $1 AND d.parent_id IS NOT DISTINCT FROM $2 ORDER BY d.name, d.id LIMIT 10000`, spaceID, parent)
+			WHERE d.space_id = $1 AND d.parent_id IS NOT DISTINCT FROM $2 AND d.id > $3 ORDER BY d.id LIMIT $4`, spaceID, parent, after, limit+1)
 		if err != nil {
 			return fmt.Errorf("list folders: %w", err)
 		}
@@ -239,5 +285,14 @@ func (q *Queries) FoldersOf(ctx context.Context, viewer, spaceID uuid.UUID, pare
 		}
 		return rows.Err()
 	})
-	return out, err
+	if err != nil {
+		return FolderPage{}, err
+	}
+	page := FolderPage{Items: out}
+	if len(out) > limit {
+		page.Items = out[:limit]
+		c := out[limit-1].ID.String()
+		page.NextCursor = &c
+	}
+	return page, nil
 }

@@ -24,7 +24,10 @@ const FilesProjector = "files"
 func Files() *Projector {
 	return &Projector{
 		Name: FilesProjector, Version: 1,
-		Tables: []string{"folders", "files", "file_versions", "file_tombstones", "blob_refs", "blob_deletions"},
+		// blob_refs is not emptied by a rebuild: the orphan sweep deletes whatever is not in it, so it
+		// must never be empty while content exists. Replayed uploads find their rows already there,
+		// and the reaper removes the rows of content it deleted.
+		Tables: []string{"folders", "files", "file_versions", "file_tombstones", "blob_deletions"},
 		Handlers: map[string]Handler{
 			file.EventFolderCreated: func(ctx context.Context, tx pgx.Tx, r eventstore.Record) error {
 				e := r.Event.(file.FolderCreated)

@@ -119,6 +119,10 @@ func TestFilesUploadDownloadVersionsAndRanges(t *testing.T) {
 		t.Fatalf("download: %q %v", r.body, r.header)
 	}
 	expect(t, s.do("GET", "/api/v1/files/"+id+"/content", token, nil, "If-None-Match", etag), 304, "")
+	r = s.do("HEAD", "/api/v1/files/"+id+"/content", token, nil)
+	if r.status != 200 || len(r.body) != 0 || r.header.Get("Content-Length") != fmt.Sprint(len(hello)) || r.header.Get("ETag") != etag {
+		t.Fatalf("HEAD: %d %q %v", r.status, r.body, r.header)
+	}
 	for _, tc := range []struct {
 		rng, want, contentRange string
 		status                  int
@@ -254,6 +258,13 @@ func TestFoldersNestMoveWithoutCyclesAndDeleteRecursively(t *testing.T) {
 		return r.json(t)["id"].(string)
 	}
 	a := mk("A", nil)
+	r1 := s.do("POST", "/api/v1/spaces/"+personal+"/folders", token, map[string]any{"name": "Once"}, "Idempotency-Key", "folder-1")
+	r2 := s.do("POST", "/api/v1/spaces/"+personal+"/folders", token, map[string]any{"name": "Once"}, "Idempotency-Key", "folder-1")
+	expect(t, r1, 201, "")
+	expect(t, r2, 201, "")
+	if r1.json(t)["id"] != r2.json(t)["id"] {
+		t.Fatalf("an idempotent repeat made a second folder: %s %s", r1.body, r2.body)
+	}
 	b := mk("B", a)
 	c := mk("C", b)
 	other := mk("Other", nil)
@@ -380,14 +391,18 @@ func TestFileVisibilityAndPublicLinks(t *testing.T) {
 		t.Fatalf("link: %s", r.body)
 	}
 	expect(t, s.do("GET", linkURL, "", nil), 404, "not_found")
+	expect(t, s.do("POST", "/api/v1/files/"+ids["space"]+"/links", owner, map[string]any{}, "Idempotency-Key", "link-1"), 201, "")
+	// The token of a link is shown once: a repeat of its creation cannot answer it again.
+	expect(t, s.do("POST", "/api/v1/files/"+ids["space"]+"/links", owner, map[string]any{}, "Idempotency-Key", "link-1"), 409, "conflict")
 	expect(t, s.do("PATCH", "/api/v1/files/"+ids["space"], owner, map[string]string{"visibility": "public"}), 200, "")
 	r = s.do("GET", linkURL, "", nil)
 	if r.status != 200 || string(r.body) != "space" {
 		t.Fatalf("public link: %d %q", r.status, r.body)
 	}
 	expect(t, s.do("GET", "/api/v1/public/files/atlf_"+strings.Repeat("A", 43), "", nil), 404, "not_found")
-	r = s.do("GET", "/api/v1/files/"+ids["space"]+"/links", owner, nil)
-	if items := r.json(t)["items"].([]any); len(items) != 1 || items[0].(map[string]any)["live"] != true || strings.Contains(string(r.body), link["token"].(string)) {
+	r = s.do("GET", "/api/v1/files/"+ids["space"]+"/links?limit=1", owner, nil)
+	if items := r.json(t)["items"].([]any); len(items) != 1 || items[0].(map[string]any)["live"] != true || strings.Contains(string(r.body), link["token"].(string)) ||
+		r.json(t)["next_cursor"] == nil {
 		t.Fatalf("links: %s", r.body)
 	}
 	expect(t, s.do("DELETE", "/api/v1/files/"+ids["space"]+"/links/"+link["id"].(string), owner, nil), 200, "")

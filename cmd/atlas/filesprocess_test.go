@@ -83,8 +83,8 @@ func TestBlobReaperKilledAndRestartedLeavesNoBlobs(t *testing.T) {
 	_, _ = cmd.Process.Wait()
 	left := blobCount(t, dataDir)
 	t.Logf("killed with %d of %d objects left (seen %d)", left, files, seen)
-	if left == 0 {
-		t.Log("the reaper finished before the kill landed; the restart below proves less this run")
+	if left == 0 || left == files {
+		t.Fatalf("the kill did not land while the reaper was deleting (%d of %d objects left)", left, files)
 	}
 	_, _, logs2 := startProcess(t, env...)
 	waitFor(t, 60*time.Second, "the restarted process deletes every object", func() bool { return blobCount(t, dataDir) == 0 })
