@@ -41,12 +41,14 @@ type fileDTO struct {
 	CreatedAt      time.Time  `json:"created_at"`
 	UpdatedAt      time.Time  `json:"updated_at"`
 	Position       string     `json:"position,omitempty"`
+	// IndexState is where the file stands in the search index (reads only).
+	IndexState *projections.IndexState `json:"index_state,omitempty"`
 }
 
 func fileFromView(v projections.FileView) fileDTO {
 	return fileDTO{ID: v.ID, SpaceID: v.SpaceID, FolderID: v.FolderID, Name: v.Name, Visibility: v.Visibility, UploadedBy: v.UploadedBy,
 		CurrentVersion: v.CurrentVersion, Size: v.Size, SHA256: v.SHA256, ContentType: v.ContentType, Version: v.Version,
-		CreatedAt: v.CreatedAt, UpdatedAt: v.UpdatedAt}
+		CreatedAt: v.CreatedAt, UpdatedAt: v.UpdatedAt, IndexState: v.IndexState}
 }
 
 func fileFromState(st file.State) fileDTO {

@@ -26,11 +26,13 @@ type noteDTO struct {
 	CreatedAt time.Time  `json:"created_at"`
 	UpdatedAt time.Time  `json:"updated_at"`
 	Position  string     `json:"position,omitempty"`
+	// IndexState is where the note stands in the search index (reads only).
+	IndexState *projections.IndexState `json:"index_state,omitempty"`
 }
 
 func noteFromView(v projections.NoteView) noteDTO {
 	return noteDTO{ID: v.ID, SpaceID: v.SpaceID, Title: v.Title, Body: v.Body, Version: v.Version, CreatedBy: v.CreatedBy,
-		UpdatedBy: v.UpdatedBy, CreatedAt: v.CreatedAt, UpdatedAt: v.UpdatedAt}
+		UpdatedBy: v.UpdatedBy, CreatedAt: v.CreatedAt, UpdatedAt: v.UpdatedAt, IndexState: v.IndexState}
 }
 
 func noteFromState(st note.State) noteDTO {

@@ -124,7 +124,8 @@ type Deps struct {
 	// TrustProxyHeaders takes the client IP from X-Forwarded-For / X-Real-IP (only behind a proxy
 	// that sets them); otherwise it is the connection's address.
 	TrustProxyHeaders bool
-	MaxUpload         int64 // largest file content accepted, in bytes (default 100 MiB)
+	MaxUpload         int64    // largest file content accepted, in bytes (default 100 MiB)
+	Search            Searcher // nil: search answers 503
 }
 
 // Server is the HTTP API.
@@ -217,6 +218,7 @@ func New(d Deps) *Server {
 	v1.DELETE("/files/:file_id/links/:link_id", s.revokeFileLink, auth)
 	v1.GET("/public/files/:token", s.getPublicFile, s.limitPublicLinks)
 	v1.HEAD("/public/files/:token", s.getPublicFile, s.limitPublicLinks)
+	v1.GET("/search", s.search, auth)
 	v1.POST("/orgs", s.createOrg, auth)
 	v1.GET("/orgs", s.listOrgs, auth)
 	v1.GET("/orgs/:org_id", s.getOrg, auth)

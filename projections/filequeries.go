@@ -28,6 +28,8 @@ type FileView struct {
 	Version        int64      `json:"version"`
 	CreatedAt      time.Time  `json:"created_at"`
 	UpdatedAt      time.Time  `json:"updated_at"`
+	// IndexState is the search index's state of the file (single reads only).
+	IndexState *IndexState `json:"index_state,omitempty"`
 }
 
 // FileVersionView is one stored version of a file's content.
@@ -66,10 +68,10 @@ const readableFile = `(f.visibility = 'public'
 const fileColumns = `f.id, f.space_id, f.folder_id, f.name, f.visibility, f.uploaded_by, f.current_version, f.size, f.sha256,
 	f.content_type, f.blob_key, f.version, f.created_at, f.updated_at`
 
-func scanFile(row pgx.Row) (FileView, error) {
+func scanFile(row pgx.Row, extra ...any) (FileView, error) {
 	var v FileView
-	err := row.Scan(&v.ID, &v.SpaceID, &v.FolderID, &v.Name, &v.Visibility, &v.UploadedBy, &v.CurrentVersion, &v.Size, &v.SHA256,
-		&v.ContentType, &v.BlobKey, &v.Version, &v.CreatedAt, &v.UpdatedAt)
+	err := row.Scan(append([]any{&v.ID, &v.SpaceID, &v.FolderID, &v.Name, &v.Visibility, &v.UploadedBy, &v.CurrentVersion, &v.Size, &v.SHA256,
+		&v.ContentType, &v.BlobKey, &v.Version, &v.CreatedAt, &v.UpdatedAt}, extra...)...)
 	v.CreatedAt, v.UpdatedAt = v.CreatedAt.UTC(), v.UpdatedAt.UTC()
 	return v, err
 }
@@ -79,10 +81,15 @@ func (q *Queries) File(ctx context.Context, viewer, id uuid.UUID) (FileView, err
 	var v FileView
 	found := false
 	err := q.tenantQuery(ctx, viewer, func(rows pgx.Rows) (err error) {
-		v, err = scanFile(rows)
+		var state, reason *string
+		v, err = scanFile(rows, &state, &reason)
+		if state != nil {
+			v.IndexState = &IndexState{State: *state, Reason: reason}
+		}
 		found = true
 		return err
-	}, `SELECT `+fileColumns+` FROM files f WHERE f.id = $1 AND `+readableFile, id, viewer, Anyone)
+	}, `SELECT `+fileColumns+`, sd.state, sd.reason FROM files f LEFT JOIN search_docs sd ON sd.doc_id = f.id
+		WHERE f.id = $1 AND `+readableFile, id, viewer, Anyone)
 	if err == nil && !found {
 		return v, domain.Errorf(domain.CodeNotFound, "file not found")
 	}

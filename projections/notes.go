@@ -89,6 +89,15 @@ type NoteView struct {
 	UpdatedBy *uuid.UUID `json:"updated_by"`
 	CreatedAt time.Time  `json:"created_at"`
 	UpdatedAt time.Time  `json:"updated_at"`
+	// IndexState is the search index's state of the note (single reads only).
+	IndexState *IndexState `json:"index_state,omitempty"`
+}
+
+// IndexState is where a document stands in the search index: "pending" (a change waits for the
+// indexer), "indexed", or "failed" with the reason.
+type IndexState struct {
+	State  string  `json:"state"`
+	Reason *string `json:"reason,omitempty"`
 }
 
 // NoteRevisionView is one revision of a note.
@@ -106,12 +115,13 @@ func readableSpace(spaceCol string) string {
 	return `EXISTS (SELECT 1 FROM permissions p WHERE p.principal_id IN ($2, $3) AND p.permission = 'read' AND p.resource_id = ` + spaceCol + `)`
 }
 
-func scanNote(row pgx.Row, withBody bool) (NoteView, error) {
+func scanNote(row pgx.Row, withBody bool, extra ...any) (NoteView, error) {
 	var v NoteView
 	dest := []any{&v.ID, &v.SpaceID, &v.Title, &v.Version, &v.CreatedBy, &v.UpdatedBy, &v.CreatedAt, &v.UpdatedAt}
 	if withBody {
 		dest = append(dest, &v.Body)
 	}
+	dest = append(dest, extra...)
 	err := row.Scan(dest...)
 	v.CreatedAt, v.UpdatedAt = v.CreatedAt.UTC(), v.UpdatedAt.UTC()
 	return v, err
@@ -124,10 +134,15 @@ func (q *Queries) Note(ctx context.Context, viewer, id uuid.UUID) (NoteView, err
 	var v NoteView
 	found := false
 	err := q.tenantQuery(ctx, viewer, func(rows pgx.Rows) (err error) {
-		v, err = scanNote(rows, true)
+		var state, reason *string
+		v, err = scanNote(rows, true, &state, &reason)
+		if state != nil {
+			v.IndexState = &IndexState{State: *state, Reason: reason}
+		}
 		found = true
 		return err
-	}, `SELECT `+noteColumns+`, n.body FROM notes n WHERE n.id = $1 AND `+readableSpace("n.space_id"), id, viewer, Anyone)
+	}, `SELECT `+noteColumns+`, n.body, sd.state, sd.reason FROM notes n LEFT JOIN search_docs sd ON sd.doc_id = n.id
+		WHERE n.id = $1 AND `+readableSpace("n.space_id"), id, viewer, Anyone)
 	if err == nil && !found {
 		return v, domain.Errorf(domain.CodeNotFound, "note not found")
 	}

@@ -27,6 +27,8 @@ import (
 	"github.com/atlas-workspace/atlas/httpapi"
 	"github.com/atlas-workspace/atlas/migrations"
 	"github.com/atlas-workspace/atlas/projections"
+	"github.com/atlas-workspace/atlas/search/embed"
+	"github.com/atlas-workspace/atlas/search/index"
 )
 
 // App is Atlas wired together: the composition root that `atlas serve` runs and end-to-end tests
@@ -47,6 +49,10 @@ type App struct {
 	Registry      *prometheus.Registry
 	Redis         *redis.Client // nil unless REDIS_URL is set
 	Reaper        *projections.BlobReaper
+	Indexer       *projections.SearchIndexer
+	Search        *projections.Searcher
+
+	stopWeaviate func()
 
 	hasher commands.PasswordHasher
 }
@@ -88,14 +94,29 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	a.Store = eventstore.New(pool, registry, a.Keys, eventstore.Options{Signal: a.Signal, OnAppend: m.appended})
 	a.Runtime = projections.NewRuntime(projectorPool, a.Store, a.Signal, log, projections.Options{
 		BatchSize: cfg.ProjectorBatch, Fallback: cfg.ProjectorPoll,
-	}, projections.Users(), projections.Spaces(), projections.Permissions(), projections.APIKeys(), projections.Orgs(), projections.Notes(), projections.Files())
+	}, projections.Users(), projections.Spaces(), projections.Permissions(), projections.APIKeys(), projections.Orgs(), projections.Notes(), projections.Files(), projections.Search())
 	a.Commands = commands.New(commands.Config{Store: a.Store, Sessions: commands.Sessions{Pool: pool}, Hasher: a.hasher, SessionTTL: cfg.SessionTTL,
 		Bucket: a.Bucket})
 	a.Reaper = &projections.BlobReaper{Pool: projectorPool, Bucket: a.Bucket, Runtime: a.Runtime, Prefix: commands.BlobPrefix, Log: log,
 		Lease: cfg.ReaperLease}
+	wv, stopWeaviate, err := weaviateClient(cfg, log)
+	if err != nil {
+		a.Close()
+		return nil, err
+	}
+	a.stopWeaviate = stopWeaviate
+	embedder, err := newEmbedder(cfg)
+	if err != nil {
+		a.Close()
+		return nil, err
+	}
+	idx := index.New(wv, index.ClassFor(embedder.Name()))
+	a.Indexer = &projections.SearchIndexer{Pool: projectorPool, Runtime: a.Runtime, Index: idx, Embedder: embedder, Bucket: a.Bucket, Log: log}
+	a.Search = projections.NewSearcher(pool, idx, embedder, log)
 	health := map[string]httpapi.Check{
-		"db":   func(ctx context.Context) error { return pool.Ping(ctx) },
-		"blob": a.checkBlob,
+		"vector": idx.Ready,
+		"db":     func(ctx context.Context) error { return pool.Ping(ctx) },
+		"blob":   a.checkBlob,
 	}
 	var limiter httpapi.RateLimiter = httpapi.NewLocalLimiter()
 	if cfg.RedisURL != "" {
@@ -113,7 +134,7 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	a.API = httpapi.New(httpapi.Deps{
 		Commands: a.Commands, Queries: projections.NewQueries(pool), Consistency: a.Runtime, Log: a.Store,
 		Logger: log, Metrics: a.Registry, Registerer: a.Registry, ConsistencyWait: cfg.ConsistencyWait,
-		Health: health, RateLimiter: limiter, TrustProxyHeaders: cfg.TrustProxy, MaxUpload: cfg.MaxUpload,
+		Health: health, RateLimiter: limiter, TrustProxyHeaders: cfg.TrustProxy, MaxUpload: cfg.MaxUpload, Search: a.Search,
 	})
 	return a, nil
 }
@@ -128,6 +149,22 @@ func (a *App) Close() {
 	}
 	a.Pool.Close()
 	a.ProjectorPool.Close()
+	if a.stopWeaviate != nil {
+		a.stopWeaviate()
+	}
+}
+
+// newEmbedder is the OpenAI-compatible client when EMBEDDINGS_URL is set, else the offline hashing
+// embedder.
+func newEmbedder(cfg Config) (embed.Embedder, error) {
+	if cfg.EmbeddingsURL == "" {
+		return embed.NewHashing(384), nil
+	}
+	e, err := embed.NewOpenAI(embed.OpenAIConfig{URL: cfg.EmbeddingsURL, Model: cfg.EmbeddingsModel, APIKey: cfg.EmbeddingsAPIKey})
+	if err != nil {
+		return nil, fmt.Errorf("EMBEDDINGS_URL: %w", err)
+	}
+	return e, nil
 }
 
 // openPool connects to dbURL allowing at least maxConns connections (more if the URL asks), each switched to role.
@@ -190,6 +227,7 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 	run(func(ctx context.Context) { eventstore.Listen(ctx, a.Pool, a.Signal, a.Log) })
 	run(a.sweep)
 	run(func(ctx context.Context) { a.Reaper.Run(ctx, a.Config.OrphanGrace, a.Config.OrphanSweep) })
+	run(a.Indexer.Run)
 
 	srv := &http.Server{Handler: a.API.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 1)

@@ -34,7 +34,7 @@ type Config struct {
 
 	// Reserved for the capabilities that use them (search, cache, embeddings, assistant); read now so
 	// that `atlas config` shows the whole contract.
-	WeaviateURL, RedisURL, EmbeddingsURL, EmbeddingsModel, EmbeddingsAPIKey, LLMURL, LLMModel, LLMAPIKey string
+	WeaviateURL, WeaviateGRPC, RedisURL, EmbeddingsURL, EmbeddingsModel, EmbeddingsAPIKey, LLMURL, LLMModel, LLMAPIKey string
 }
 
 // envVar documents one configuration variable.
@@ -61,7 +61,8 @@ var envVars = []envVar{
 	{"ATLAS_NOTIFY_INTERVAL", "5ms", "Minimum gap between the coalesced NOTIFYs that wake other processes' projectors."},
 	{"ATLAS_CONSISTENCY_WAIT", "5s", "How long a query given a consistency token waits for the read models before 503 not_ready."},
 	{"ATLAS_TRUST_PROXY_HEADERS", "false", "Take the client IP (for rate limits and logs) from X-Forwarded-For; only behind a proxy that sets it."},
-	{"WEAVIATE_URL", "", "Weaviate endpoint (search; unset: a local one is started once search lands)."},
+	{"WEAVIATE_URL", "", "Weaviate HTTP endpoint for search, e.g. http://127.0.0.1:8080 (unset: start, or reuse, a local Weaviate on 127.0.0.1:8079)."},
+	{"WEAVIATE_GRPC_URL", "", "Weaviate gRPC address host:port, used for batch imports (unset: WEAVIATE_URL's host, port 50051)."},
 	{"REDIS_URL", "", "Redis for rate limits shared by every process, e.g. redis://127.0.0.1:6379/0 (unset: in-process limits)."},
 	{"EMBEDDINGS_URL", "", "OpenAI-compatible embeddings endpoint (unset: the offline embedder)."},
 	{"EMBEDDINGS_MODEL", "", "Embeddings model name."},
@@ -106,6 +107,7 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		OrphanSweep:      dur("ATLAS_ORPHAN_SWEEP_INTERVAL"),
 		ReaperLease:      dur("ATLAS_BLOB_REAPER_LEASE"),
 		WeaviateURL:      get("WEAVIATE_URL"),
+		WeaviateGRPC:     get("WEAVIATE_GRPC_URL"),
 		RedisURL:         get("REDIS_URL"),
 		EmbeddingsURL:    get("EMBEDDINGS_URL"),
 		EmbeddingsModel:  get("EMBEDDINGS_MODEL"),

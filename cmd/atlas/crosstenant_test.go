@@ -187,6 +187,20 @@ func TestCrossTenantIsolation(t *testing.T) {
 	if items := r.json(t)["items"].([]any); len(items) != 1 || items[0].(map[string]any)["live"] != true {
 		t.Errorf("beta's link after the attempts: %s", r.body)
 	}
+	// Search never crosses tenants: beta's own word finds beta's note for beta, nothing of it for
+	// alpha or the outsider, in any mode.
+	s.waitIndexed(b.owner, "/api/v1/notes/"+b.note)
+	s.waitIndexed(a.owner, "/api/v1/notes/"+a.note)
+	if ids, _ := s.searchIDs(b.owner, "beta note", "mode", "keyword"); !contains(ids, b.note) {
+		t.Errorf("beta does not find its own note: %v", ids)
+	}
+	for _, mode := range []string{"keyword", "semantic", "hybrid"} {
+		for _, who := range []string{a.owner, a.member, outsider} {
+			if ids, _ := s.searchIDs(who, "beta note secret", "mode", mode); contains(ids, b.note) || contains(ids, b.file) {
+				t.Errorf("%s search by a stranger finds beta's content: %v", mode, ids)
+			}
+		}
+	}
 	// Uploading into another tenant's folder from one's own space.
 	expect(t, s.upload(a.owner, a.space, "spy.txt", []byte("x"), "folder_id", b.folder), 404, "not_found")
 	r = s.do("GET", "/api/v1/spaces/"+b.space+"/history", b.owner, nil)

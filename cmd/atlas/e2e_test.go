@@ -21,6 +21,7 @@ import (
 
 	"github.com/atlas-workspace/atlas/internal/blobtest"
 	"github.com/atlas-workspace/atlas/internal/pgtest"
+	"github.com/atlas-workspace/atlas/internal/weaviatetest"
 )
 
 // TestMain lets the test binary act as the atlas binary, so process-level tests (SIGTERM) need no
@@ -29,7 +30,9 @@ func TestMain(m *testing.M) {
 	if os.Getenv("ATLAS_TEST_EXEC") == "1" {
 		os.Exit(run(os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
 	}
-	os.Exit(blobtest.Run(m))
+	code := blobtest.Run(m)
+	weaviatetest.Shutdown()
+	os.Exit(code)
 }
 
 type server struct {
@@ -47,7 +50,9 @@ type server struct {
 func openApp(t testing.TB, env map[string]string) (*App, map[string]string) {
 	t.Helper()
 	dbURL := pgtest.NewURL(t)
-	all := map[string]string{"DATABASE_URL": dbURL, "ATLAS_DATA_DIR": t.TempDir(), "ATLAS_LOG_LEVEL": "warn", "ATLAS_CONSISTENCY_WAIT": "2s"}
+	wv := weaviatetest.Start(t)
+	all := map[string]string{"DATABASE_URL": dbURL, "ATLAS_DATA_DIR": t.TempDir(), "ATLAS_LOG_LEVEL": "warn", "ATLAS_CONSISTENCY_WAIT": "2s",
+		"WEAVIATE_URL": wv.HTTP, "WEAVIATE_GRPC_URL": wv.GRPC}
 	for k, v := range env {
 		all[k] = v
 	}

@@ -36,11 +36,12 @@ var allowed = map[string][]string{
 	"domain":      {"domain"},
 	"eventstore":  {"eventstore", "domain"},
 	"commands":    {"commands", "domain", "eventstore"},
-	"projections": {"projections", "domain", "eventstore"},
+	"projections": {"projections", "domain", "eventstore", "search"},
+	"search":      {"search"},
 	"httpapi":     {"httpapi", "domain", "eventstore", "commands", "projections"},
 	"migrations":  {"migrations"},
 	"internal":    {"internal", "migrations", "eventstore"},
-	"cmd":         {"cmd", "domain", "eventstore", "commands", "projections", "httpapi", "migrations"},
+	"cmd":         {"cmd", "domain", "eventstore", "commands", "projections", "httpapi", "migrations", "search"},
 }
 
 // Infrastructure the domain must not touch.

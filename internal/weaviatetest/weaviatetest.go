@@ -173,6 +173,10 @@ func Run(m *testing.M) int {
 	return code
 }
 
+// Shutdown stops the server, if one was started, and removes its directory: for a TestMain that
+// runs the tests through another helper (Run does this itself).
+func Shutdown() { remove() }
+
 func remove() {
 	mu.Lock()
 	defer mu.Unlock()

@@ -1,0 +1,293 @@
+package projections
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"gocloud.dev/blob"
+
+	"github.com/atlas-workspace/atlas/eventstore"
+	"github.com/atlas-workspace/atlas/search/chunk"
+	"github.com/atlas-workspace/atlas/search/embed"
+	"github.com/atlas-workspace/atlas/search/extract"
+	"github.com/atlas-workspace/atlas/search/index"
+)
+
+// SearchIndexer drains the search projector's work items into the index. For each item it waits
+// until the read model the document comes from (notes or files) has applied the item's event, reads
+// the document as it is there, and writes it: chunks with overlap, embedded, upserted with
+// deterministic ids and the document's version (the index refuses an older version than it holds),
+// or deleted when the document is gone. Items are claimed with a lease, retried with backoff while
+// Weaviate fails, and removed only once written, so nothing is lost while Weaviate is down.
+type SearchIndexer struct {
+	Pool     *pgxpool.Pool // as the projector role
+	Runtime  *Runtime
+	Index    *index.Index
+	Embedder embed.Embedder
+	Bucket   *blob.Bucket
+	Log      *slog.Logger
+
+	Batch     int           // items per claim (default 32)
+	Lease     time.Duration // claim length (default 2 min)
+	Poll      time.Duration // wait between empty claims (default 500 ms)
+	ChunkSize int           // runes per chunk (default 800)
+	Overlap   int           // runes shared by neighbouring chunks (default 100)
+	MaxText   int           // bytes of a file's text indexed (default 1 MiB)
+}
+
+func (x *SearchIndexer) defaults() {
+	if x.Batch <= 0 {
+		x.Batch = 32
+	}
+	if x.Lease <= 0 {
+		x.Lease = 2 * time.Minute
+	}
+	if x.Poll <= 0 {
+		x.Poll = 500 * time.Millisecond
+	}
+	if x.ChunkSize <= 0 {
+		x.ChunkSize = 800
+	}
+	if x.Overlap <= 0 || x.Overlap >= x.ChunkSize {
+		x.Overlap = x.ChunkSize / 8
+	}
+	if x.MaxText <= 0 {
+		x.MaxText = 1 << 20
+	}
+}
+
+// Run indexes until ctx ends.
+func (x *SearchIndexer) Run(ctx context.Context) {
+	x.defaults()
+	for ctx.Err() == nil {
+		n, err := x.IndexOnce(ctx)
+		if err != nil && ctx.Err() == nil {
+			x.Log.Warn("search indexer", "error", err)
+		}
+		if n > 0 && err == nil {
+			continue
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(x.Poll):
+		}
+	}
+}
+
+type searchItem struct {
+	doc      uuid.UUID
+	kind     string
+	tenant   uuid.UUID
+	pos      eventstore.Position
+	attempts int
+}
+
+// errNotYet postpones an item whose source read model has not applied its event yet.
+var errNotYet = errors.New("source read model not there yet")
+
+// errUnreadable marks a document whose text cannot be read (a corrupt PDF): it is indexed by name and
+// its state says why.
+type errUnreadable struct{ reason string }
+
+func (e errUnreadable) Error() string { return e.reason }
+
+// IndexOnce claims due items and processes them; it returns how many it finished.
+func (x *SearchIndexer) IndexOnce(ctx context.Context) (int, error) {
+	x.defaults()
+	rows, err := x.Pool.Query(ctx, `UPDATE search_work SET next_attempt_at = now() + $2::interval, attempts = attempts + 1
+		WHERE doc_id IN (SELECT doc_id FROM search_work WHERE next_attempt_at <= now()
+			ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED)
+		RETURNING doc_id, kind, tenant_id, position, transaction_id, attempts`, x.Batch, x.Lease.String())
+	if err != nil {
+		return 0, fmt.Errorf("claim search work: %w", err)
+	}
+	items, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (searchItem, error) {
+		var it searchItem
+		var xid int64
+		err := row.Scan(&it.doc, &it.kind, &it.tenant, &it.pos.GlobalPosition, &xid, &it.attempts)
+		it.pos.TransactionID = uint64(xid)
+		return it, err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("claim search work: %w", err)
+	}
+	done := 0
+	var firstErr error
+	for _, it := range items {
+		err := x.process(ctx, it)
+		switch {
+		case err == nil:
+			done++
+			_, err = x.Pool.Exec(ctx, `DELETE FROM search_work WHERE doc_id = $1 AND position = $2`, it.doc, it.pos.GlobalPosition)
+		case errors.Is(err, errNotYet):
+			_, err = x.Pool.Exec(ctx, `UPDATE search_work SET next_attempt_at = now() + interval '50 milliseconds', attempts = attempts - 1
+				WHERE doc_id = $1 AND position = $2`, it.doc, it.pos.GlobalPosition)
+		default:
+			backoff := time.Duration(1<<min(it.attempts-1, 9)) * time.Second // 1 s .. 8.5 min
+			x.Log.Warn("search indexing failed; retrying later", "doc_id", it.doc, "kind", it.kind, "attempt", it.attempts, "retry_in", backoff, "error", err)
+			if firstErr == nil {
+				firstErr = fmt.Errorf("index %s %s: %w", it.kind, it.doc, err)
+			}
+			_, err = x.Pool.Exec(ctx, `UPDATE search_work SET next_attempt_at = now() + $3::interval, last_error = $4
+				WHERE doc_id = $1 AND position = $2`, it.doc, it.pos.GlobalPosition, backoff.String(), err.Error())
+		}
+		if err != nil && firstErr == nil {
+			firstErr = err
+		}
+	}
+	return done, firstErr
+}
+
+// caughtUp reports whether the named projector has applied pos.
+func (x *SearchIndexer) caughtUp(ctx context.Context, pos eventstore.Position, name string) error {
+	cp, err := x.Runtime.Checkpoint(ctx, name)
+	if err != nil {
+		return err
+	}
+	if cp.Less(pos) {
+		return errNotYet
+	}
+	return nil
+}
+
+func (x *SearchIndexer) process(ctx context.Context, it searchItem) error {
+	tenant := it.tenant.String()
+	switch it.kind {
+	case "space":
+		if err := x.Index.DeleteSpace(ctx, tenant, it.doc); err != nil {
+			return err
+		}
+		_, err := x.Pool.Exec(ctx, `DELETE FROM search_docs WHERE space_id = $1`, it.doc)
+		return err
+	case "folder":
+		// The folder's files are gone from the files read model once it applied the event: drop
+		// every indexed file of the tenant that is no longer there.
+		if err := x.caughtUp(ctx, it.pos, FilesProjector); err != nil {
+			return err
+		}
+		rows, err := x.Pool.Query(ctx, `SELECT d.doc_id FROM search_docs d
+			WHERE d.tenant_id = $1 AND d.kind = 'file' AND NOT EXISTS (SELECT 1 FROM files f WHERE f.id = d.doc_id)`, it.tenant)
+		if err != nil {
+			return err
+		}
+		gone, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
+		if err != nil {
+			return err
+		}
+		for _, id := range gone {
+			if err := x.forget(ctx, tenant, id); err != nil {
+				return err
+			}
+		}
+		return nil
+	case "note":
+		if err := x.caughtUp(ctx, it.pos, NotesProjector); err != nil {
+			return err
+		}
+		var title, body string
+		var spaceID uuid.UUID
+		var version int64
+		err := x.Pool.QueryRow(ctx, `SELECT space_id, title, body, version FROM notes WHERE id = $1`, it.doc).Scan(&spaceID, &title, &body, &version)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return x.forget(ctx, tenant, it.doc)
+		}
+		if err != nil {
+			return err
+		}
+		return x.write(ctx, tenant, index.Doc{ID: it.doc, Kind: "note", SpaceID: spaceID, Title: title, SourceVersion: version}, title+"\n\n"+body, "")
+	case "file":
+		if err := x.caughtUp(ctx, it.pos, FilesProjector); err != nil {
+			return err
+		}
+		var name, contentType, key string
+		var spaceID uuid.UUID
+		var version int64
+		err := x.Pool.QueryRow(ctx, `SELECT space_id, name, content_type, blob_key, version FROM files WHERE id = $1`, it.doc).
+			Scan(&spaceID, &name, &contentType, &key, &version)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return x.forget(ctx, tenant, it.doc)
+		}
+		if err != nil {
+			return err
+		}
+		text, reason, err := x.fileText(ctx, key, contentType, name)
+		if err != nil {
+			return err
+		}
+		doc := index.Doc{ID: it.doc, Kind: "file", SpaceID: spaceID, Title: name, SourceVersion: version}
+		return x.write(ctx, tenant, doc, name+"\n"+contentType+"\n\n"+text, reason)
+	}
+	return fmt.Errorf("unknown search work kind %q", it.kind)
+}
+
+// fileText extracts a file's text. A type it does not read gives "" (the file is indexed by name and
+// metadata); content that cannot be read gives "" and the reason, which the document's state shows.
+func (x *SearchIndexer) fileText(ctx context.Context, key, contentType, name string) (string, string, error) {
+	r, err := x.Bucket.NewReader(ctx, key, nil)
+	if err != nil {
+		return "", "", fmt.Errorf("open content %s: %w", key, err)
+	}
+	defer r.Close()
+	text, ok, err := extract.Text(ctx, r, contentType, name, x.MaxText)
+	switch {
+	case ctx.Err() != nil:
+		return "", "", ctx.Err()
+	case err != nil:
+		return "", "text could not be extracted: " + err.Error(), nil
+	case !ok:
+		return "", "", nil
+	}
+	return text, "", nil
+}
+
+// write chunks, embeds and upserts a document and records its state.
+func (x *SearchIndexer) write(ctx context.Context, tenant string, doc index.Doc, text, failure string) error {
+	parts := chunk.Split(text, x.ChunkSize, x.Overlap)
+	if len(parts) == 0 {
+		parts = []chunk.Chunk{{Text: doc.Title}}
+	}
+	texts := make([]string, len(parts))
+	for i, p := range parts {
+		texts[i] = p.Text
+	}
+	vectors, err := x.Embedder.Embed(ctx, texts)
+	if err != nil {
+		return fmt.Errorf("embed: %w", err)
+	}
+	doc.Chunks = make([]index.Chunk, len(parts))
+	for i := range parts {
+		doc.Chunks[i] = index.Chunk{Text: texts[i], Vector: vectors[i]}
+	}
+	if _, err := x.Index.Upsert(ctx, tenant, doc); err != nil {
+		return err
+	}
+	state, reason := "indexed", (*string)(nil)
+	if failure != "" {
+		state, reason = "failed", &failure
+	}
+	_, err = x.Pool.Exec(ctx, `UPDATE search_docs SET state = $2, reason = $3, indexed_version = $4, chunks = $5, updated_at = now()
+		WHERE doc_id = $1`, doc.ID, state, reason, doc.SourceVersion, len(doc.Chunks))
+	return err
+}
+
+// forget removes a document that is gone from the index and from search_docs.
+func (x *SearchIndexer) forget(ctx context.Context, tenant string, doc uuid.UUID) error {
+	if err := x.Index.DeleteDoc(ctx, tenant, doc); err != nil {
+		return err
+	}
+	_, err := x.Pool.Exec(ctx, `DELETE FROM search_docs WHERE doc_id = $1`, doc)
+	return err
+}
+
+// Pending counts the work items not done yet.
+func (x *SearchIndexer) Pending(ctx context.Context) (int, error) {
+	var n int
+	err := x.Pool.QueryRow(ctx, `SELECT count(*) FROM search_work`).Scan(&n)
+	return n, err
+}
