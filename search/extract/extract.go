@@ -4,16 +4,18 @@
 // when the media type is generic (empty, application/octet-stream or text/plain),
 // from the file name's extension:
 //
-//   - plain text (text/*, common source, config and script files): as is, invalid UTF-8
-//     replaced with U+FFFD; a UTF-8 byte order mark is dropped and UTF-16 with a byte
-//     order mark is decoded.
+//   - plain text (text/*, common source, config and script files): as is, each byte of
+//     invalid UTF-8 replaced with U+FFFD (in every format); a UTF-8 byte order mark is
+//     dropped and UTF-16 with a byte order mark is decoded. Other charsets are not converted.
 //   - Markdown: the words, without fence markers, heading and quote markers, list bullets,
 //     emphasis markers, HTML tags, link and image URLs (link text and image alt text stay).
 //   - HTML: the visible text; script, style, noscript and template contents are dropped.
 //   - CSV and TSV: the non-empty cells of a row joined by spaces, rows by newlines.
 //   - JSON (and NDJSON): object keys and string values in document order, one per line.
 //     Numbers, booleans and null are skipped: they are rarely useful search terms.
-//   - PDF: the text shown by the pages' content streams, in content order.
+//   - PDF: the text shown by the pages' content streams, in content order, decoded with the
+//     fonts' encodings; pages and text lines on separate lines. Encrypted PDFs are read only
+//     when the empty user password opens them. Scanned (image-only) PDFs yield "".
 //   - DOCX: the text of the <w:t> runs of word/document.xml, one paragraph per line.
 //
 // Everything else (images, archives, audio, unknown binaries) is not read: Text
@@ -30,7 +32,10 @@
 //     stop there); the PDF content streams of a document are decompressed up to
 //     MaxDecompressedBytes in total, font ToUnicode maps up to 4 MiB each, and at most
 //     [MaxPDFPages] pages are read.
-//   - Nesting deeper than 10,000 levels (JSON, PDF page tree beyond 64) ends extraction.
+//   - JSON nested deeper than 10,000 levels ends extraction, as does a PDF page tree deeper
+//     than 64 levels or with more than 4*MaxPDFPages nodes (cycles).
+//   - The result holds at most maxBytes bytes (cut at a rune boundary): the text in memory
+//     while extracting is bounded by maxBytes too.
 //   - ctx is checked on every read and regularly while parsing; when it is done, Text
 //     returns its error.
 //
