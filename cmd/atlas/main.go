@@ -20,6 +20,7 @@ import (
 	"github.com/schollz/progressbar/v3"
 
 	"github.com/atlas-workspace/atlas/migrations"
+	"github.com/atlas-workspace/atlas/projections"
 )
 
 const usage = `usage: atlas <command> [arguments]
@@ -30,6 +31,7 @@ commands:
   projections status           print each projector's status, checkpoint and lag
   projections rebuild NAME     rebuild a projector's read model from the start of the log
                                (resumes an interrupted rebuild; --restart starts over)
+  search reindex [--quiet]     rebuild the search index from the event log, with progress
   config                       print the configuration variables in effect and their defaults
 `
 
@@ -60,6 +62,8 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		}
 	case "projections":
 		err = projectionsCmd(ctx, cfg, args[1:], stdout, stderr)
+	case "search":
+		err = searchCmd(ctx, cfg, args[1:], stdout, stderr)
 	case "config":
 		printConfig(getenv)
 	case "help", "-h", "--help":
@@ -219,4 +223,59 @@ func deref(p *int64) any {
 		return "?"
 	}
 	return *p
+}
+
+// searchCmd runs `atlas search reindex [--quiet]`: it rebuilds the search projector from the log
+// (every live document becomes a work item again; deleted ones are removed from the index) and then
+// indexes until no work item is left, with progress.
+func searchCmd(ctx context.Context, cfg Config, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] != "reindex" {
+		return usageError("search: reindex [--quiet]")
+	}
+	quiet := false
+	for _, a := range args[1:] {
+		if a != "--quiet" && a != "-quiet" {
+			return usageError(fmt.Sprintf("search reindex: unknown argument %q", a))
+		}
+		quiet = true
+	}
+	logger := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	app, err := Open(ctx, cfg, logger)
+	if err != nil {
+		return err
+	}
+	defer app.Close()
+	if err := rebuild(ctx, app, projections.SearchProjector, true, quiet, stderr, stdout); err != nil {
+		return err
+	}
+	total, err := app.Indexer.Pending(ctx)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "indexing %d documents into %s\n", total, app.Indexer.Index.Class())
+	bar := progressbar.NewOptions64(int64(max(total, 1)), progressbar.OptionSetWriter(stderr), progressbar.OptionSetDescription("index"),
+		progressbar.OptionShowCount(), progressbar.OptionShowIts(), progressbar.OptionSetItsString("docs"),
+		progressbar.OptionSetPredictTime(true), progressbar.OptionThrottle(200*time.Millisecond),
+		progressbar.OptionSetVisibility(!quiet), progressbar.OptionFullWidth())
+	start := time.Now()
+	for {
+		if _, err := app.Indexer.IndexOnce(ctx); err != nil {
+			logger.Warn("indexing", "error", err)
+		}
+		left, err := app.Indexer.Pending(ctx)
+		if err != nil {
+			return err
+		}
+		_ = bar.Set64(int64(total - left))
+		if left == 0 {
+			_ = bar.Finish()
+			fmt.Fprintf(stdout, "\nreindexed %d documents in %s\n", total, time.Since(start).Round(time.Millisecond))
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("reindex interrupted with %d documents left; run it again", left)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }

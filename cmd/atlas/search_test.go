@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"net/url"
 	"strings"
 	"testing"
@@ -168,5 +169,35 @@ func TestSearchWithWeaviateDown(t *testing.T) {
 	})
 	if n, err := s.app.Indexer.Pending(t.Context()); err != nil || n != 0 {
 		t.Fatalf("%d work items left (%v)", n, err)
+	}
+}
+
+// TestSearchReindex rebuilds the index's bookkeeping from the log with `atlas search reindex`: live
+// documents come back indexed, deleted ones stay out.
+func TestSearchReindex(t *testing.T) {
+	s := startServer(t)
+	token, _, personal := s.register("reindex@search.test", "Reindex")
+	r := s.do("POST", "/api/v1/spaces/"+personal+"/notes", token, map[string]string{"title": "Kept", "body": "axolotl tank"})
+	expect(t, r, 201, "")
+	kept := r.json(t)["id"].(string)
+	r = s.do("POST", "/api/v1/spaces/"+personal+"/notes", token, map[string]string{"title": "Gone", "body": "axolotl food"})
+	expect(t, r, 201, "")
+	gone := r.json(t)["id"].(string)
+	expect(t, s.do("DELETE", "/api/v1/notes/"+gone, token, nil), 200, "")
+	s.waitIndexed(token, "/api/v1/notes/"+kept)
+	var out, errOut bytes.Buffer
+	if code := run([]string{"search", "reindex", "--quiet"}, func(k string) string { return s.env[k] }, &out, &errOut); code != 0 {
+		t.Fatalf("reindex exited %d: %s %s", code, out.String(), errOut.String())
+	}
+	if !strings.Contains(out.String(), "reindexed") {
+		t.Fatalf("reindex output: %s", out.String())
+	}
+	r = s.do("GET", "/api/v1/notes/"+kept, token, nil)
+	if st, _ := r.json(t)["index_state"].(map[string]any); st == nil || st["state"] != "indexed" {
+		t.Fatalf("after the reindex: %s", r.body)
+	}
+	ids, _ := s.searchIDs(token, "axolotl", "mode", "keyword")
+	if !contains(ids, kept) || contains(ids, gone) {
+		t.Fatalf("after the reindex: %v", ids)
 	}
 }
