@@ -34,7 +34,7 @@ type Config struct {
 
 	// Reserved for the capabilities that use them (search, cache, embeddings, assistant); read now so
 	// that `atlas config` shows the whole contract.
-	WeaviateURL, WeaviateGRPC, RedisURL, EmbeddingsURL, EmbeddingsModel, EmbeddingsAPIKey, LLMURL, LLMModel, LLMAPIKey string
+	WeaviateURL, WeaviateGRPC, WeaviateBin, RedisURL, EmbeddingsURL, EmbeddingsModel, EmbeddingsAPIKey, LLMURL, LLMModel, LLMAPIKey string
 }
 
 // envVar documents one configuration variable.
@@ -62,6 +62,7 @@ var envVars = []envVar{
 	{"ATLAS_CONSISTENCY_WAIT", "5s", "How long a query given a consistency token waits for the read models before 503 not_ready."},
 	{"ATLAS_TRUST_PROXY_HEADERS", "false", "Take the client IP (for rate limits and logs) from X-Forwarded-For; only behind a proxy that sets it."},
 	{"WEAVIATE_URL", "", "Weaviate HTTP endpoint for search, e.g. http://127.0.0.1:8080 (unset: start, or reuse, a local Weaviate on 127.0.0.1:8079)."},
+	{"ATLAS_WEAVIATE_BIN", "", "The weaviate-server binary started when WEAVIATE_URL is unset (unset: found on PATH, then in $GOPATH/bin)."},
 	{"WEAVIATE_GRPC_URL", "", "Weaviate gRPC address host:port, used for batch imports (unset: WEAVIATE_URL's host, port 50051)."},
 	{"REDIS_URL", "", "Redis for rate limits shared by every process, e.g. redis://127.0.0.1:6379/0 (unset: in-process limits)."},
 	{"EMBEDDINGS_URL", "", "OpenAI-compatible embeddings endpoint (unset: the offline embedder)."},
@@ -108,6 +109,7 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		ReaperLease:      dur("ATLAS_BLOB_REAPER_LEASE"),
 		WeaviateURL:      get("WEAVIATE_URL"),
 		WeaviateGRPC:     get("WEAVIATE_GRPC_URL"),
+		WeaviateBin:      get("ATLAS_WEAVIATE_BIN"),
 		RedisURL:         get("REDIS_URL"),
 		EmbeddingsURL:    get("EMBEDDINGS_URL"),
 		EmbeddingsModel:  get("EMBEDDINGS_MODEL"),

@@ -67,7 +67,7 @@ func startLocalWeaviate(cfg Config, httpURL string, log *slog.Logger) (func(), e
 			return func() {}, nil
 		}
 	}
-	bin, err := weaviateBinary()
+	bin, err := weaviateBinary(cfg.WeaviateBin)
 	if err != nil {
 		return nil, err
 	}
@@ -112,9 +112,9 @@ func startLocalWeaviate(cfg Config, httpURL string, log *slog.Logger) (func(), e
 }
 
 // weaviateBinary finds weaviate-server: ATLAS_WEAVIATE_BIN, then PATH, then $GOPATH/bin.
-func weaviateBinary() (string, error) {
-	if p := os.Getenv("ATLAS_WEAVIATE_BIN"); p != "" {
-		return p, nil
+func weaviateBinary(configured string) (string, error) {
+	if configured != "" {
+		return configured, nil
 	}
 	if p, err := exec.LookPath("weaviate-server"); err == nil {
 		return p, nil
