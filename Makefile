@@ -19,7 +19,7 @@ test: postgres redis versitygw weaviate
 	$(GO) test $(TEST_FLAGS) $(PKGS)
 
 ## bench: the benchmarks of docs/performance.md (not part of make test)
-bench: postgres
+bench: postgres weaviate
 	bash scripts/bench.sh
 
 build:

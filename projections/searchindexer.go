@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -39,6 +40,28 @@ type SearchIndexer struct {
 	ChunkSize int           // runes per chunk (default 800)
 	Overlap   int           // runes shared by neighbouring chunks (default 100)
 	MaxText   int           // bytes of a file's text indexed (default 1 MiB)
+
+	wake chan struct{}
+}
+
+// Nudge wakes the indexer now instead of at its next poll: the search projector calls it (through
+// the runtime's OnBatch) after committing work items.
+func (x *SearchIndexer) Nudge() {
+	x.init()
+	select {
+	case x.wake <- struct{}{}:
+	default:
+	}
+}
+
+var wakeInit sync.Mutex
+
+func (x *SearchIndexer) init() {
+	wakeInit.Lock()
+	if x.wake == nil {
+		x.wake = make(chan struct{}, 1)
+	}
+	wakeInit.Unlock()
 }
 
 func (x *SearchIndexer) defaults() {
@@ -62,9 +85,12 @@ func (x *SearchIndexer) defaults() {
 	}
 }
 
-// Run indexes until ctx ends.
+// Run indexes until ctx ends. It polls every Poll, and every 20 ms for a second after a Nudge (the
+// nudge comes as the projector's batch ends, a moment before its transaction commits).
 func (x *SearchIndexer) Run(ctx context.Context) {
 	x.defaults()
+	x.init()
+	var eager time.Time
 	for ctx.Err() == nil {
 		n, err := x.IndexOnce(ctx)
 		if err != nil && ctx.Err() == nil {
@@ -73,9 +99,15 @@ func (x *SearchIndexer) Run(ctx context.Context) {
 		if n > 0 && err == nil {
 			continue
 		}
+		wait := x.Poll
+		if time.Now().Before(eager) {
+			wait = 20 * time.Millisecond
+		}
 		select {
 		case <-ctx.Done():
-		case <-time.After(x.Poll):
+		case <-x.wake:
+			eager = time.Now().Add(time.Second)
+		case <-time.After(wait):
 		}
 	}
 }

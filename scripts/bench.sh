@@ -7,7 +7,8 @@
 #   3. commit-to-read-model lag at a steady command rate (BenchmarkCommitToReadModelLag), in a fresh
 #      database on the same server, measured first while the server is quiet;
 #   4. permission-checked queries over 100,000 spaces and 10,000 users (BenchmarkPermissions);
-#   5. file upload and download throughput next to a raw copy of the same bytes (BenchmarkFileTransfer).
+#   5. file upload and download throughput next to a raw copy of the same bytes (BenchmarkFileTransfer);
+#   6. search indexing, latency and lag (BenchmarkSearch), needing weaviate-server (make test installs it).
 # Results go to bench-results/ and a summary to stdout. BENCH_SECONDS sets each measurement's length.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -46,6 +47,9 @@ go test -run '^$' -bench 'BenchmarkCommitToReadModelLag' -benchtime 1x -timeout 
 # Permission-checked queries over 100,000 spaces and 10,000 users, in a fresh database.
 go test -run '^$' -bench 'BenchmarkPermissions' -benchtime 1x -timeout 10m ./projections/ | tee "$OUT/permissions.txt"
 
+# Search: indexing next to Weaviate's raw import, latency at 100k chunks, edit-to-searchable lag.
+go test -run '^$' -bench 'BenchmarkSearch$' -benchtime 1x -timeout 20m ./cmd/atlas/ | tee "$OUT/search.txt"
+
 # File upload and download through the API next to a raw copy and read of the same bytes on the same disk.
 go test -run '^$' -bench 'BenchmarkFileTransfer' -benchtime 1x -timeout 10m ./cmd/atlas/ | tee "$OUT/files.txt"
 
@@ -81,4 +85,5 @@ done
 grep -E 'Lag' "$OUT/lag.txt" || true
 grep -E 'BenchmarkPermissions' "$OUT/permissions.txt" || true
 grep -E 'BenchmarkFileTransfer' "$OUT/files.txt" || true
+grep -E 'BenchmarkSearch' "$OUT/search.txt" || true
 } | tee "$OUT/summary.txt"

@@ -94,6 +94,11 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	a.Store = eventstore.New(pool, registry, a.Keys, eventstore.Options{Signal: a.Signal, OnAppend: m.appended})
 	a.Runtime = projections.NewRuntime(projectorPool, a.Store, a.Signal, log, projections.Options{
 		BatchSize: cfg.ProjectorBatch, Fallback: cfg.ProjectorPoll,
+		OnBatch: func(projector string, _ int, _ time.Duration) {
+			if projector == projections.SearchProjector && a.Indexer != nil {
+				a.Indexer.Nudge() // new work items: index them now rather than at the next poll
+			}
+		},
 	}, projections.Users(), projections.Spaces(), projections.Permissions(), projections.APIKeys(), projections.Orgs(), projections.Notes(), projections.Files(), projections.Search())
 	a.Commands = commands.New(commands.Config{Store: a.Store, Sessions: commands.Sessions{Pool: pool}, Hasher: a.hasher, SessionTTL: cfg.SessionTTL,
 		Bucket: a.Bucket})
