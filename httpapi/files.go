@@ -293,14 +293,6 @@ func (s *Server) getFile(c echo.Context) error {
 }
 
 func (s *Server) listFiles(c echo.Context) error {
-	spaceID, err := pathUUID(c, "space_id")
-	if err != nil {
-		return err
-	}
-	limit, err := pageLimit(c)
-	if err != nil {
-		return err
-	}
 	var f projections.FileFilter
 	switch raw := c.QueryParam("folder_id"); raw {
 	case "":
@@ -317,37 +309,19 @@ func (s *Server) listFiles(c echo.Context) error {
 	if len(f.Query) > 255 {
 		return domain.Validation{"q": "must be at most 255 characters"}.Err()
 	}
-	if err := s.consistent(c, projections.FilesProjector, projections.PermissionsProjector); err != nil {
-		return err
-	}
-	page, err := s.deps.Queries.FilesOf(c.Request().Context(), userID(c), spaceID, f, c.QueryParam("cursor"), limit)
-	if err != nil {
-		return err
-	}
-	out := pageDTO[fileDTO]{Items: make([]fileDTO, len(page.Items)), NextCursor: page.NextCursor}
-	for i, v := range page.Items {
-		out.Items[i] = fileFromView(v)
-	}
-	return c.JSON(http.StatusOK, out)
+	return listUnder(s, c, "space_id", []string{projections.FilesProjector, projections.PermissionsProjector},
+		func(ctx context.Context, viewer, id uuid.UUID, cursor string, limit int) ([]projections.FileView, *string, error) {
+			page, err := s.deps.Queries.FilesOf(ctx, viewer, id, f, cursor, limit)
+			return page.Items, page.NextCursor, err
+		}, fileFromView)
 }
 
 func (s *Server) listFileVersions(c echo.Context) error {
-	id, err := pathUUID(c, "file_id")
-	if err != nil {
-		return err
-	}
-	limit, err := pageLimit(c)
-	if err != nil {
-		return err
-	}
-	if err := s.consistent(c, projections.FilesProjector, projections.PermissionsProjector); err != nil {
-		return err
-	}
-	page, err := s.deps.Queries.FileVersions(c.Request().Context(), userID(c), id, c.QueryParam("cursor"), limit)
-	if err != nil {
-		return err
-	}
-	return c.JSON(http.StatusOK, pageDTO[projections.FileVersionView]{Items: page.Items, NextCursor: page.NextCursor})
+	return listUnder(s, c, "file_id", []string{projections.FilesProjector, projections.PermissionsProjector},
+		func(ctx context.Context, viewer, id uuid.UUID, cursor string, limit int) ([]projections.FileVersionView, *string, error) {
+			page, err := s.deps.Queries.FileVersions(ctx, viewer, id, cursor, limit)
+			return page.Items, page.NextCursor, err
+		}, same[projections.FileVersionView])
 }
 
 func (s *Server) getFileContent(c echo.Context) error {
@@ -659,10 +633,6 @@ func (s *Server) getFolder(c echo.Context) error {
 }
 
 func (s *Server) listFolders(c echo.Context) error {
-	spaceID, err := pathUUID(c, "space_id")
-	if err != nil {
-		return err
-	}
 	var parent *uuid.UUID
 	if raw := c.QueryParam("parent_id"); raw != "" {
 		id, err := uuid.Parse(raw)
@@ -671,22 +641,11 @@ func (s *Server) listFolders(c echo.Context) error {
 		}
 		parent = &id
 	}
-	limit, err := pageLimit(c)
-	if err != nil {
-		return err
-	}
-	if err := s.consistent(c, projections.FilesProjector, projections.PermissionsProjector); err != nil {
-		return err
-	}
-	page, err := s.deps.Queries.FoldersOf(c.Request().Context(), userID(c), spaceID, parent, c.QueryParam("cursor"), limit)
-	if err != nil {
-		return err
-	}
-	out := pageDTO[folderDTO]{Items: make([]folderDTO, len(page.Items)), NextCursor: page.NextCursor}
-	for i, v := range page.Items {
-		out.Items[i] = folderFromView(v)
-	}
-	return c.JSON(http.StatusOK, out)
+	return listUnder(s, c, "space_id", []string{projections.FilesProjector, projections.PermissionsProjector},
+		func(ctx context.Context, viewer, id uuid.UUID, cursor string, limit int) ([]projections.FolderView, *string, error) {
+			page, err := s.deps.Queries.FoldersOf(ctx, viewer, id, parent, cursor, limit)
+			return page.Items, page.NextCursor, err
+		}, folderFromView)
 }
 
 // LimitPublicLinkIP bounds public-link downloads per client IP (links are unauthenticated; their

@@ -111,45 +111,19 @@ func (s *Server) getNote(c echo.Context) error {
 }
 
 func (s *Server) listNotes(c echo.Context) error {
-	spaceID, err := pathUUID(c, "space_id")
-	if err != nil {
-		return err
-	}
-	limit, err := pageLimit(c)
-	if err != nil {
-		return err
-	}
-	if err := s.consistent(c, projections.NotesProjector, projections.PermissionsProjector); err != nil {
-		return err
-	}
-	page, err := s.deps.Queries.NotesOf(c.Request().Context(), userID(c), spaceID, c.QueryParam("cursor"), limit)
-	if err != nil {
-		return err
-	}
-	out := pageDTO[noteDTO]{Items: make([]noteDTO, len(page.Items)), NextCursor: page.NextCursor}
-	for i, v := range page.Items {
-		out.Items[i] = noteFromView(v)
-	}
-	return c.JSON(http.StatusOK, out)
+	return listUnder(s, c, "space_id", []string{projections.NotesProjector, projections.PermissionsProjector},
+		func(ctx context.Context, viewer, id uuid.UUID, cursor string, limit int) ([]projections.NoteView, *string, error) {
+			page, err := s.deps.Queries.NotesOf(ctx, viewer, id, cursor, limit)
+			return page.Items, page.NextCursor, err
+		}, noteFromView)
 }
 
 func (s *Server) listNoteRevisions(c echo.Context) error {
-	id, err := pathUUID(c, "note_id")
-	if err != nil {
-		return err
-	}
-	limit, err := pageLimit(c)
-	if err != nil {
-		return err
-	}
-	if err := s.consistent(c, projections.NotesProjector, projections.PermissionsProjector); err != nil {
-		return err
-	}
-	page, err := s.deps.Queries.NoteRevisions(c.Request().Context(), userID(c), id, c.QueryParam("cursor"), limit)
-	if err != nil {
-		return err
-	}
-	return c.JSON(http.StatusOK, pageDTO[projections.NoteRevisionView]{Items: page.Items, NextCursor: page.NextCursor})
+	return listUnder(s, c, "note_id", []string{projections.NotesProjector, projections.PermissionsProjector},
+		func(ctx context.Context, viewer, id uuid.UUID, cursor string, limit int) ([]projections.NoteRevisionView, *string, error) {
+			page, err := s.deps.Queries.NoteRevisions(ctx, viewer, id, cursor, limit)
+			return page.Items, page.NextCursor, err
+		}, same[projections.NoteRevisionView])
 }
 
 // noteHistory lists the events of a note's stream for whoever may read the note now.

@@ -188,3 +188,32 @@ func getOne[V, D any](s *Server, c echo.Context, param string, projectors []stri
 	setETag(c, version(v))
 	return c.JSON(http.StatusOK, dto(v))
 }
+
+// listUnder answers a page of a list addressed by the path parameter param: it waits for the named
+// read models when the request carries a consistency token, runs query for the caller with the
+// request's cursor and limit, and answers the items as dto makes them with the next cursor.
+func listUnder[V, D any](s *Server, c echo.Context, param string, projectors []string,
+	query func(ctx context.Context, viewer, id uuid.UUID, cursor string, limit int) ([]V, *string, error), dto func(V) D) error {
+	id, err := pathUUID(c, param)
+	if err != nil {
+		return err
+	}
+	limit, err := pageLimit(c)
+	if err != nil {
+		return err
+	}
+	if err := s.consistent(c, projectors...); err != nil {
+		return err
+	}
+	items, next, err := query(c.Request().Context(), userID(c), id, c.QueryParam("cursor"), limit)
+	if err != nil {
+		return err
+	}
+	out := pageDTO[D]{Items: make([]D, len(items)), NextCursor: next}
+	for i, v := range items {
+		out.Items[i] = dto(v)
+	}
+	return c.JSON(http.StatusOK, out)
+}
+
+func same[V any](v V) V { return v }

@@ -104,7 +104,7 @@ func TestOnlyTheCompositionRootReadsTheEnvironment(t *testing.T) {
 		rel = filepath.ToSlash(rel)
 		if d.IsDir() || !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") ||
 			strings.HasPrefix(rel, "cmd/") || strings.HasPrefix(rel, "internal/pgtest/") ||
-			strings.HasPrefix(rel, "internal/blobtest/") || strings.HasPrefix(rel, "internal/weaviatetest/") {
+			strings.HasPrefix(rel, "internal/blobtest/") || strings.HasPrefix(rel, "internal/testbin/") || strings.HasPrefix(rel, "internal/weaviatetest/") {
 			return nil
 		}
 		src, err := os.ReadFile(path)

@@ -20,17 +20,17 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"go/build"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/atlas-workspace/atlas/internal/testbin"
 )
 
 // startTimeout bounds how long versitygw may take to accept requests (a loaded machine running
@@ -206,38 +206,13 @@ func (s *server) waitReady() error {
 	}
 }
 
-// binary finds versitygw: $ATLAS_VERSITYGW, then $GOPATH/bin (GOPATH as go/build sees it, without
-// running the go command), then $PATH, and last `go env GOPATH`, which also knows a GOPATH set
-// with `go env -w`.
+// binary finds versitygw (internal/testbin.Find).
 func binary() (string, error) {
-	if p := os.Getenv("ATLAS_VERSITYGW"); p != "" {
-		if !executable(p) {
-			return "", fmt.Errorf("blobtest: ATLAS_VERSITYGW=%s is not an executable file", p)
-		}
-		return p, nil
+	p, err := testbin.Find("versitygw", "ATLAS_VERSITYGW", "scripts/ensure-versitygw.sh")
+	if err != nil {
+		return "", fmt.Errorf("blobtest: %w", err)
 	}
-	for _, gp := range filepath.SplitList(build.Default.GOPATH) {
-		if p := filepath.Join(gp, "bin", "versitygw"); executable(p) {
-			return p, nil
-		}
-	}
-	if p, err := exec.LookPath("versitygw"); err == nil {
-		return p, nil
-	}
-	if out, err := exec.Command("go", "env", "GOPATH").Output(); err == nil {
-		for _, gp := range filepath.SplitList(strings.TrimSpace(string(out))) {
-			if p := filepath.Join(gp, "bin", "versitygw"); executable(p) {
-				return p, nil
-			}
-		}
-	}
-	return "", errors.New("blobtest: versitygw is not installed (looked in $ATLAS_VERSITYGW, $GOPATH/bin and $PATH); " +
-		"run scripts/ensure-versitygw.sh (make test does)")
-}
-
-func executable(p string) bool {
-	fi, err := os.Stat(p)
-	return err == nil && fi.Mode().IsRegular() && fi.Mode().Perm()&0o111 != 0
+	return p, nil
 }
 
 func freePort() (string, error) {

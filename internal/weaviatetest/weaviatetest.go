@@ -30,14 +30,12 @@ package weaviatetest
 import (
 	"errors"
 	"fmt"
-	"go/build"
 	"io"
 	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -45,6 +43,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/atlas-workspace/atlas/internal/testbin"
 )
 
 const (
@@ -440,38 +440,13 @@ func portFree(p int) bool {
 	return true
 }
 
-// binary finds weaviate-server: $ATLAS_WEAVIATE, then $GOPATH/bin (GOPATH as go/build sees it,
-// without running the go command), then $PATH, and last `go env GOPATH`, which also knows a GOPATH
-// set with `go env -w`.
+// binary finds weaviate-server (internal/testbin.Find).
 func binary() (string, error) {
-	if p := os.Getenv("ATLAS_WEAVIATE"); p != "" {
-		if !executable(p) {
-			return "", fmt.Errorf("weaviatetest: ATLAS_WEAVIATE=%s is not an executable file", p)
-		}
-		return p, nil
+	p, err := testbin.Find("weaviate-server", "ATLAS_WEAVIATE", "scripts/ensure-weaviate.sh")
+	if err != nil {
+		return "", fmt.Errorf("weaviatetest: %w", err)
 	}
-	for _, gp := range filepath.SplitList(build.Default.GOPATH) {
-		if p := filepath.Join(gp, "bin", "weaviate-server"); executable(p) {
-			return p, nil
-		}
-	}
-	if p, err := exec.LookPath("weaviate-server"); err == nil {
-		return p, nil
-	}
-	if out, err := exec.Command("go", "env", "GOPATH").Output(); err == nil {
-		for _, gp := range filepath.SplitList(strings.TrimSpace(string(out))) {
-			if p := filepath.Join(gp, "bin", "weaviate-server"); executable(p) {
-				return p, nil
-			}
-		}
-	}
-	return "", errors.New("weaviatetest: weaviate-server is not installed (looked in $ATLAS_WEAVIATE, $GOPATH/bin and $PATH); " +
-		"run scripts/ensure-weaviate.sh (make test does)")
-}
-
-func executable(p string) bool {
-	fi, err := os.Stat(p)
-	return err == nil && fi.Mode().IsRegular() && fi.Mode().Perm()&0o111 != 0
+	return p, nil
 }
 
 // capped keeps the first headMax and the last tailMax bytes written to it: the server's output, for
