@@ -151,8 +151,7 @@ func (x *SearchIndexer) IndexOnce(ctx context.Context) (int, error) {
 	}
 	done := 0
 	var firstErr error
-	for _, it := range items {
-		err := x.process(ctx, it)
+	finish := func(it searchItem, err error) {
 		switch {
 		case err == nil:
 			done++
@@ -173,6 +172,24 @@ func (x *SearchIndexer) IndexOnce(ctx context.Context) (int, error) {
 			firstErr = err
 		}
 	}
+	// Deletions and containers are done one by one; documents to write are gathered and written
+	// together: one embedding call and as few Weaviate batches as possible for the whole claim.
+	var ready []*prepared
+	for _, it := range items {
+		p, err := x.process(ctx, it)
+		switch {
+		case err != nil || p == nil || p.skip:
+			finish(it, err)
+		default:
+			ready = append(ready, p)
+		}
+	}
+	if len(ready) > 0 {
+		err := x.writeAll(ctx, ready)
+		for _, p := range ready {
+			finish(p.it, err)
+		}
+	}
 	return done, firstErr
 }
 
@@ -188,74 +205,104 @@ func (x *SearchIndexer) caughtUp(ctx context.Context, pos eventstore.Position, n
 	return nil
 }
 
-func (x *SearchIndexer) process(ctx context.Context, it searchItem) error {
+// prepared is a document read and ready to be written.
+type prepared struct {
+	it      searchItem
+	doc     index.Doc
+	text    string
+	failure string // why the text could not be read ("" when it could)
+	prev    int    // chunks the index holds for it
+	skip    bool   // the index already holds this version or a newer one
+}
+
+// process does a deletion item at once and returns nil, or reads a document to write and returns it.
+func (x *SearchIndexer) process(ctx context.Context, it searchItem) (*prepared, error) {
 	tenant := it.tenant.String()
 	switch it.kind {
 	case "space":
 		if err := x.Index.DeleteSpace(ctx, tenant, it.doc); err != nil {
-			return err
+			return nil, err
 		}
 		_, err := x.Pool.Exec(ctx, `DELETE FROM search_docs WHERE space_id = $1`, it.doc)
-		return err
+		return nil, err
 	case "folder":
 		// The folder's files are gone from the files read model once it applied the event: drop
 		// every indexed file of the tenant that is no longer there.
 		if err := x.caughtUp(ctx, it.pos, FilesProjector); err != nil {
-			return err
+			return nil, err
 		}
 		rows, err := x.Pool.Query(ctx, `SELECT d.doc_id FROM search_docs d
 			WHERE d.tenant_id = $1 AND d.kind = 'file' AND NOT EXISTS (SELECT 1 FROM files f WHERE f.id = d.doc_id)`, it.tenant)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		gone, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
 		if err != nil {
-			return err
+			return nil, err
 		}
 		for _, id := range gone {
 			if err := x.forget(ctx, tenant, id); err != nil {
-				return err
+				return nil, err
 			}
 		}
-		return nil
+		return nil, nil
 	case "note":
 		if err := x.caughtUp(ctx, it.pos, NotesProjector); err != nil {
-			return err
+			return nil, err
 		}
-		var title, body string
-		var spaceID uuid.UUID
-		var version int64
-		err := x.Pool.QueryRow(ctx, `SELECT space_id, title, body, version FROM notes WHERE id = $1`, it.doc).Scan(&spaceID, &title, &body, &version)
+		p := &prepared{it: it, doc: index.Doc{ID: it.doc, Kind: "note"}}
+		var body string
+		var indexed *int64
+		var chunks *int
+		err := x.Pool.QueryRow(ctx, `SELECT n.space_id, n.title, n.body, n.version, d.indexed_version, d.chunks
+			FROM notes n LEFT JOIN search_docs d ON d.doc_id = n.id WHERE n.id = $1`, it.doc).
+			Scan(&p.doc.SpaceID, &p.doc.Title, &body, &p.doc.SourceVersion, &indexed, &chunks)
 		if errors.Is(err, pgx.ErrNoRows) {
-			return x.forget(ctx, tenant, it.doc)
+			return nil, x.forget(ctx, tenant, it.doc)
 		}
 		if err != nil {
-			return err
+			return nil, err
 		}
-		return x.write(ctx, tenant, index.Doc{ID: it.doc, Kind: "note", SpaceID: spaceID, Title: title, SourceVersion: version}, title+"\n\n"+body, "")
+		p.text = p.doc.Title + "\n\n" + body
+		p.settle(indexed, chunks)
+		return p, nil
 	case "file":
 		if err := x.caughtUp(ctx, it.pos, FilesProjector); err != nil {
-			return err
+			return nil, err
 		}
-		var name, contentType, key string
-		var spaceID uuid.UUID
-		var version int64
-		err := x.Pool.QueryRow(ctx, `SELECT space_id, name, content_type, blob_key, version FROM files WHERE id = $1`, it.doc).
-			Scan(&spaceID, &name, &contentType, &key, &version)
+		p := &prepared{it: it, doc: index.Doc{ID: it.doc, Kind: "file"}}
+		var contentType, key string
+		var indexed *int64
+		var chunks *int
+		err := x.Pool.QueryRow(ctx, `SELECT f.space_id, f.name, f.content_type, f.blob_key, f.version, d.indexed_version, d.chunks
+			FROM files f LEFT JOIN search_docs d ON d.doc_id = f.id WHERE f.id = $1`, it.doc).
+			Scan(&p.doc.SpaceID, &p.doc.Title, &contentType, &key, &p.doc.SourceVersion, &indexed, &chunks)
 		if errors.Is(err, pgx.ErrNoRows) {
-			return x.forget(ctx, tenant, it.doc)
+			return nil, x.forget(ctx, tenant, it.doc)
 		}
 		if err != nil {
-			return err
+			return nil, err
 		}
-		text, reason, err := x.fileText(ctx, key, contentType, name)
+		if p.settle(indexed, chunks); p.skip {
+			return p, nil
+		}
+		text, reason, err := x.fileText(ctx, key, contentType, p.doc.Title)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		doc := index.Doc{ID: it.doc, Kind: "file", SpaceID: spaceID, Title: name, SourceVersion: version}
-		return x.write(ctx, tenant, doc, name+"\n"+contentType+"\n\n"+text, reason)
+		p.text, p.failure = p.doc.Title+"\n"+contentType+"\n\n"+text, reason
+		return p, nil
 	}
-	return fmt.Errorf("unknown search work kind %q", it.kind)
+	return nil, fmt.Errorf("unknown search work kind %q", it.kind)
+}
+
+// settle records what the index holds for the document and whether it is newer than this version
+// (then there is nothing to write: a late retry must not bring back older text).
+func (p *prepared) settle(indexed *int64, chunks *int) {
+	if chunks != nil {
+		p.prev = *chunks
+	}
+	p.skip = indexed != nil && *indexed > p.doc.SourceVersion
 }
 
 // fileText extracts a file's text. A type it does not read gives "" (the file is indexed by name and
@@ -278,34 +325,51 @@ func (x *SearchIndexer) fileText(ctx context.Context, key, contentType, name str
 	return text, "", nil
 }
 
-// write chunks, embeds and upserts a document and records its state.
-func (x *SearchIndexer) write(ctx context.Context, tenant string, doc index.Doc, text, failure string) error {
-	parts := chunk.Split(text, x.ChunkSize, x.Overlap)
-	if len(parts) == 0 {
-		parts = []chunk.Chunk{{Text: doc.Title}}
-	}
-	texts := make([]string, len(parts))
-	for i, p := range parts {
-		texts[i] = p.Text
+// writeAll chunks and embeds the documents (one embedding call for all their chunks), writes them
+// with as few Weaviate batches as it can, and records each one's state.
+func (x *SearchIndexer) writeAll(ctx context.Context, ps []*prepared) error {
+	var texts []string
+	for _, p := range ps {
+		parts := chunk.Split(p.text, x.ChunkSize, x.Overlap)
+		if len(parts) == 0 {
+			parts = []chunk.Chunk{{Text: p.doc.Title}}
+		}
+		p.doc.Chunks = make([]index.Chunk, len(parts))
+		for i, c := range parts {
+			p.doc.Chunks[i].Text = c.Text
+			texts = append(texts, c.Text)
+		}
 	}
 	vectors, err := x.Embedder.Embed(ctx, texts)
 	if err != nil {
 		return fmt.Errorf("embed: %w", err)
 	}
-	doc.Chunks = make([]index.Chunk, len(parts))
-	for i := range parts {
-		doc.Chunks[i] = index.Chunk{Text: texts[i], Vector: vectors[i]}
+	if len(vectors) != len(texts) {
+		return fmt.Errorf("embed: %d vectors for %d texts", len(vectors), len(texts))
 	}
-	if _, err := x.Index.Upsert(ctx, tenant, doc); err != nil {
+	writes := make([]index.Write, len(ps))
+	n := 0
+	for i, p := range ps {
+		for j := range p.doc.Chunks {
+			p.doc.Chunks[j].Vector = vectors[n]
+			n++
+		}
+		writes[i] = index.Write{Tenant: p.it.tenant.String(), Doc: p.doc, PrevChunks: p.prev}
+	}
+	if err := x.Index.UpsertMany(ctx, writes); err != nil {
 		return err
 	}
-	state, reason := "indexed", (*string)(nil)
-	if failure != "" {
-		state, reason = "failed", &failure
+	for _, p := range ps {
+		state, reason := "indexed", (*string)(nil)
+		if p.failure != "" {
+			state, reason = "failed", &p.failure
+		}
+		if _, err := x.Pool.Exec(ctx, `UPDATE search_docs SET state = $2, reason = $3, indexed_version = $4, chunks = $5, updated_at = now()
+			WHERE doc_id = $1`, p.doc.ID, state, reason, p.doc.SourceVersion, len(p.doc.Chunks)); err != nil {
+			return err
+		}
 	}
-	_, err = x.Pool.Exec(ctx, `UPDATE search_docs SET state = $2, reason = $3, indexed_version = $4, chunks = $5, updated_at = now()
-		WHERE doc_id = $1`, doc.ID, state, reason, doc.SourceVersion, len(doc.Chunks))
-	return err
+	return nil
 }
 
 // forget removes a document that is gone from the index and from search_docs.

@@ -248,6 +248,79 @@ func (x *Index) Upsert(ctx context.Context, tenant string, doc Doc) (bool, error
 	return true, nil
 }
 
+// Write is one document for UpsertMany: its tenant, its chunks, and how many chunks the index held
+// for it before (chunks past the new count are deleted).
+type Write struct {
+	Tenant     string
+	Doc        Doc
+	PrevChunks int
+}
+
+// UpsertMany writes several documents' chunks in as few batch calls as it can (up to 200 objects a
+// call, tenants mixed), then deletes the chunks of documents that shrank. Unlike Upsert it does not
+// read the index first: the caller guards versions (the indexer keeps each document's indexed
+// version and chunk count in PostgreSQL).
+func (x *Index) UpsertMany(ctx context.Context, ws []Write) error {
+	seen := map[string]bool{}
+	for _, w := range ws {
+		if !seen[w.Tenant] {
+			seen[w.Tenant] = true
+			if err := x.ensureTenant(ctx, w.Tenant); err != nil {
+				return err
+			}
+		}
+	}
+	var objs []*models.Object
+	flush := func() error {
+		if len(objs) == 0 {
+			return nil
+		}
+		resp, err := x.client.Batch().ObjectsBatcher().WithObjects(objs...).Do(ctx)
+		if err != nil {
+			return fmt.Errorf("batch upsert: %w", err)
+		}
+		for _, r := range resp {
+			if r.Result != nil && r.Result.Errors != nil && len(r.Result.Errors.Error) > 0 {
+				return fmt.Errorf("batch upsert: %s", r.Result.Errors.Error[0].Message)
+			}
+		}
+		objs = objs[:0]
+		return nil
+	}
+	for _, w := range ws {
+		d := w.Doc
+		for i, c := range d.Chunks {
+			objs = append(objs, &models.Object{
+				Class: x.class, ID: ObjectID(d.ID, i), Tenant: w.Tenant, Vector: c.Vector,
+				Properties: map[string]any{
+					"doc_id": d.ID.String(), "kind": d.Kind, "space_id": d.SpaceID.String(),
+					"title": d.Title, "body": c.Text, "chunk": i, "source_version": d.SourceVersion,
+				},
+			})
+			if len(objs) == 200 {
+				if err := flush(); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	if err := flush(); err != nil {
+		return err
+	}
+	for _, w := range ws {
+		if w.PrevChunks > len(w.Doc.Chunks) {
+			stale := filters.Where().WithOperator(filters.And).WithOperands([]*filters.WhereBuilder{
+				eq("doc_id", w.Doc.ID.String()),
+				filters.Where().WithPath([]string{"chunk"}).WithOperator(filters.GreaterThanEqual).WithValueInt(int64(len(w.Doc.Chunks))),
+			})
+			if err := x.deleteWhere(ctx, w.Tenant, stale); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
 // DeleteDoc removes every chunk of a document.
 func (x *Index) DeleteDoc(ctx context.Context, tenant string, doc uuid.UUID) error {
 	return x.deleteWhere(ctx, tenant, eq("doc_id", doc.String()))

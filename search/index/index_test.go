@@ -106,3 +106,29 @@ func TestUpsertIsIdempotentVersionedAndIsolated(t *testing.T) {
 		t.Fatalf("deleting in a tenant that does not exist: %v", err)
 	}
 }
+
+// TestUpsertManyWritesAcrossTenantsAndTrimsShrunkDocuments.
+func TestUpsertManyWritesAcrossTenantsAndTrimsShrunkDocuments(t *testing.T) {
+	x := newIndex(t)
+	ctx := context.Background()
+	a, b := uuid.NewString(), uuid.NewString()
+	space, d1, d2 := uuid.New(), uuid.New(), uuid.New()
+	if err := x.UpsertMany(ctx, []index.Write{
+		{Tenant: a, Doc: doc(d1, space, 1, "tapir one", "tapir two", "tapir three")},
+		{Tenant: b, Doc: doc(d2, space, 1, "tapir elsewhere")},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if hits := find(t, x, []string{a}, "tapir"); len(hits) != 1 || hits[d1].DocID != d1 {
+		t.Fatalf("tenant a: %v", hits)
+	}
+	if hits := find(t, x, []string{b}, "tapir"); len(hits) != 1 || hits[d2].DocID != d2 {
+		t.Fatalf("tenant b: %v", hits)
+	}
+	if err := x.UpsertMany(ctx, []index.Write{{Tenant: a, Doc: doc(d1, space, 2, "okapi only"), PrevChunks: 3}}); err != nil {
+		t.Fatal(err)
+	}
+	if hits := find(t, x, []string{a}, "tapir"); len(hits) != 0 {
+		t.Fatalf("chunks of the longer version survive: %v", hits)
+	}
+}
