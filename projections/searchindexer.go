@@ -34,7 +34,7 @@ type SearchIndexer struct {
 	Bucket   *blob.Bucket
 	Log      *slog.Logger
 
-	Batch     int           // items per claim (default 32)
+	Batch     int           // items per claim (default 64)
 	Lease     time.Duration // claim length (default 2 min)
 	Poll      time.Duration // wait between empty claims (default 500 ms)
 	ChunkSize int           // runes per chunk (default 800)
@@ -66,7 +66,7 @@ func (x *SearchIndexer) init() {
 
 func (x *SearchIndexer) defaults() {
 	if x.Batch <= 0 {
-		x.Batch = 32
+		x.Batch = 64
 	}
 	if x.Lease <= 0 {
 		x.Lease = 2 * time.Minute
