@@ -26,6 +26,11 @@ type Searcher struct {
 	Index    *index.Index
 	Embedder embed.Embedder
 	Log      *slog.Logger
+	// Collections, when set, says which collection answers: while another than Index's (built with
+	// an earlier embedder) is active, searches go there by keyword (its vectors do not match this
+	// embedder) and say so. IndexFor opens a collection by name.
+	Collections *SearchCollections
+	IndexFor    func(class string) *index.Index
 }
 
 // NewSearcher returns a searcher over the API's pool.
@@ -84,7 +89,18 @@ func (s *Searcher) Search(ctx context.Context, req SearchRequest) (SearchPage, e
 	}
 	page := SearchPage{Items: []SearchResult{}, Mode: req.Mode, Engine: "weaviate"}
 	want := offset + req.Limit + 1
-	hits, err := s.candidates(ctx, req, tenants, want*4+20)
+	idx := s.Index
+	if s.Collections != nil {
+		active, err := s.Collections.Active(ctx)
+		if err != nil {
+			return SearchPage{}, err
+		}
+		if active != s.Index.Class() {
+			idx, req.Mode, page.Mode = s.IndexFor(active), index.Keyword, index.Keyword
+			page.Degraded, page.Reason = true, "the search index is being rebuilt for a new embedder; keyword matches until it is complete"
+		}
+	}
+	hits, err := s.candidates(ctx, idx, req, tenants, want*4+20)
 	var found []SearchResult
 	if err == nil {
 		found, err = s.readable(ctx, req.Viewer, hits, req.Text)
@@ -153,7 +169,7 @@ func (s *Searcher) tenants(ctx context.Context, req SearchRequest) ([]string, er
 	return out, nil
 }
 
-func (s *Searcher) candidates(ctx context.Context, req SearchRequest, tenants []string, limit int) ([]index.Hit, error) {
+func (s *Searcher) candidates(ctx context.Context, idx *index.Index, req SearchRequest, tenants []string, limit int) ([]index.Hit, error) {
 	q := index.Query{Text: req.Text, Mode: req.Mode, Tenants: tenants, SpaceID: req.SpaceID, Kinds: req.Kinds, Limit: min(limit, 1000)}
 	if req.Mode != index.Keyword {
 		vs, err := s.Embedder.Embed(ctx, []string{req.Text})
@@ -162,7 +178,7 @@ func (s *Searcher) candidates(ctx context.Context, req SearchRequest, tenants []
 		}
 		q.Vector = vs[0]
 	}
-	return s.Index.Search(ctx, q)
+	return idx.Search(ctx, q)
 }
 
 // readable keeps the hits viewer may read now, in order, checked against the permission projection

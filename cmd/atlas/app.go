@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/redis/go-redis/v9"
+	"github.com/weaviate/weaviate-go-client/v4/weaviate"
 	"gocloud.dev/blob"
 	_ "gocloud.dev/blob/fileblob" // file:// buckets
 	_ "gocloud.dev/blob/memblob"  // mem:// buckets
@@ -51,6 +52,9 @@ type App struct {
 	Reaper        *projections.BlobReaper
 	Indexer       *projections.SearchIndexer
 	Search        *projections.Searcher
+	Collections   *projections.SearchCollections
+
+	weaviate *weaviate.Client
 
 	stopWeaviate func()
 
@@ -117,7 +121,15 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	}
 	idx := index.New(wv, index.ClassFor(embedder.Name()))
 	a.Indexer = &projections.SearchIndexer{Pool: projectorPool, Runtime: a.Runtime, Index: idx, Embedder: embedder, Bucket: a.Bucket, Log: log}
+	a.Collections = &projections.SearchCollections{Pool: projectorPool, Runtime: a.Runtime, Log: log}
+	if _, err := a.Collections.Prepare(ctx, idx.Class()); err != nil {
+		a.Close()
+		return nil, err
+	}
 	a.Search = projections.NewSearcher(pool, idx, embedder, log)
+	a.Search.Collections = a.Collections
+	a.Search.IndexFor = func(class string) *index.Index { return index.New(wv, class) }
+	a.weaviate = wv
 	health := map[string]httpapi.Check{
 		"vector": idx.Ready,
 		"db":     func(ctx context.Context) error { return pool.Ping(ctx) },
@@ -156,6 +168,27 @@ func (a *App) Close() {
 	a.ProjectorPool.Close()
 	if a.stopWeaviate != nil {
 		a.stopWeaviate()
+	}
+}
+
+// switchCollections makes a new embedder's collection active once it is complete, then drops the one
+// it replaced; it checks every two seconds until ctx ends.
+func (a *App) switchCollections(ctx context.Context) {
+	for {
+		old, err := a.Collections.Switch(ctx)
+		switch {
+		case err != nil && ctx.Err() == nil:
+			a.Log.Warn("search: switch collections", "error", err)
+		case old != "":
+			if err := index.New(a.weaviate, old).Drop(ctx); err != nil {
+				a.Log.Warn("search: drop the replaced collection", "collection", old, "error", err)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(2 * time.Second):
+		}
 	}
 }
 
@@ -233,6 +266,7 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 	run(a.sweep)
 	run(func(ctx context.Context) { a.Reaper.Run(ctx, a.Config.OrphanGrace, a.Config.OrphanSweep) })
 	run(a.Indexer.Run)
+	run(a.switchCollections)
 
 	srv := &http.Server{Handler: a.API.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 1)

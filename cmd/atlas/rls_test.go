@@ -25,6 +25,7 @@ var credentialTables = map[string]bool{
 	"sessions": true, "api_key_usage": true, // credentials, looked up by token hash or key id
 	"projection_offsets": true, "projector_status": true, // projector bookkeeping, no tenant data
 	"goose_db_version": true, // migrations
+	"search_state":     true, // which search collection is active: no tenant data
 }
 
 // projectorOnly reports whether a table is the projectors' private bookkeeping, which the API may not

@@ -2,8 +2,13 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
+	"hash/fnv"
+	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -202,4 +207,91 @@ func TestSearchReindex(t *testing.T) {
 	if !contains(ids, kept) || contains(ids, gone) {
 		t.Fatalf("after the reindex: %v", ids)
 	}
+}
+
+// fakeEmbeddings is an OpenAI-compatible /v1/embeddings server with 8-dimensional vectors (a word
+// hash per dimension); while blocked it answers 503.
+type fakeEmbeddings struct {
+	blocked atomic.Bool
+	calls   atomic.Int32
+}
+
+func (f *fakeEmbeddings) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	f.calls.Add(1)
+	if f.blocked.Load() {
+		http.Error(w, `{"error":{"message":"busy"}}`, http.StatusServiceUnavailable)
+		return
+	}
+	var in struct {
+		Input []string `json:"input"`
+	}
+	if err := json.NewDecoder(r.Body).Decode(&in); err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	type item struct {
+		Index     int       `json:"index"`
+		Embedding []float32 `json:"embedding"`
+	}
+	out := struct {
+		Data []item `json:"data"`
+	}{}
+	for i, text := range in.Input {
+		v := make([]float32, 8)
+		for _, word := range strings.Fields(strings.ToLower(text)) {
+			h := fnv.New32a()
+			h.Write([]byte(word))
+			v[h.Sum32()%8]++
+		}
+		v[0] += 0.01
+		out.Data = append(out.Data, item{Index: i, Embedding: v})
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(out)
+}
+
+// TestSearchSwitchesEmbedder restarts Atlas with another embedder: the old collection keeps answering
+// (by keyword, saying so) while the new one is built, and once it is complete searches use it and the
+// old collection is dropped.
+func TestSearchSwitchesEmbedder(t *testing.T) {
+	s := startServer(t)
+	token, _, personal := s.register("switch@search.test", "Switch")
+	r := s.do("POST", "/api/v1/spaces/"+personal+"/notes", token, map[string]string{"title": "Old", "body": "narwhal tusks"})
+	expect(t, r, 201, "")
+	noteID := r.json(t)["id"].(string)
+	s.waitIndexed(token, "/api/v1/notes/"+noteID)
+	oldClass := s.app.Indexer.Index.Class()
+	if err := s.stop(); err != nil {
+		t.Fatal(err)
+	}
+
+	fake := &fakeEmbeddings{}
+	fake.blocked.Store(true)
+	srv := httptest.NewServer(fake)
+	defer srv.Close()
+	s2 := startServerWith(t, map[string]string{"DATABASE_URL": s.dbURL, "ATLAS_DATA_DIR": s.env["ATLAS_DATA_DIR"],
+		"EMBEDDINGS_URL": srv.URL, "EMBEDDINGS_MODEL": "fake-8"})
+	newClass := s2.app.Indexer.Index.Class()
+	if newClass == oldClass {
+		t.Fatalf("the new embedder writes the old collection %s", oldClass)
+	}
+	// The new embedder answers nothing yet: the old collection serves, by keyword.
+	waitFor(t, 30*time.Second, "the indexer tried the new embedder", func() bool { return fake.calls.Load() > 0 })
+	ids, page := s2.searchIDs(token, "narwhal")
+	if !contains(ids, noteID) || page["degraded"] != true || page["mode"] != "keyword" {
+		t.Fatalf("during the rebuild: %v %v", ids, page)
+	}
+	fake.blocked.Store(false)
+	waitFor(t, 60*time.Second, "the new collection takes over", func() bool {
+		ids, page := s2.searchIDs(token, "narwhal")
+		return contains(ids, noteID) && page["degraded"] == false
+	})
+	exists, err := s2.app.weaviate.Schema().ClassExistenceChecker().WithClassName(oldClass).Do(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the old collection is dropped", func() bool {
+		exists, err = s2.app.weaviate.Schema().ClassExistenceChecker().WithClassName(oldClass).Do(t.Context())
+		return err == nil && !exists
+	})
 }

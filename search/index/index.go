@@ -91,6 +91,16 @@ func New(client *weaviate.Client, class string) *Index {
 // Class is the collection's name.
 func (x *Index) Class() string { return x.class }
 
+// Drop deletes the whole collection (an earlier embedder's, after a switch). A collection that does
+// not exist is not an error.
+func (x *Index) Drop(ctx context.Context) error {
+	exists, err := x.client.Schema().ClassExistenceChecker().WithClassName(x.class).Do(ctx)
+	if err != nil || !exists {
+		return err
+	}
+	return x.client.Schema().ClassDeleter().WithClassName(x.class).Do(ctx)
+}
+
 // Ready reports whether Weaviate answers.
 func (x *Index) Ready(ctx context.Context) error {
 	ok, err := x.client.Misc().ReadyChecker().Do(ctx)
