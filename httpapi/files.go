@@ -288,6 +288,16 @@ func (s *Server) putFileContent(c echo.Context) error {
 }
 
 func (s *Server) getFile(c echo.Context) error {
+	if asOf := c.QueryParam("as_of"); asOf != "" {
+		id, err := pathUUID(c, "file_id")
+		if err != nil {
+			return err
+		}
+		return stateAsOf(s, c, id, asOf, "file", func(ctx context.Context) error {
+			_, err := s.deps.Commands.FileFor(ctx, userID(c), id)
+			return err
+		}, file.Evolve, file.State.Exists, func(st file.State) int64 { return st.Version }, fileFromState)
+	}
 	return getOne(s, c, "file_id", []string{projections.FilesProjector, projections.PermissionsProjector}, s.deps.Queries.File,
 		func(v projections.FileView) int64 { return v.Version }, fileFromView)
 }

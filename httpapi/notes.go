@@ -106,6 +106,16 @@ func (s *Server) deleteNote(c echo.Context) error {
 }
 
 func (s *Server) getNote(c echo.Context) error {
+	if asOf := c.QueryParam("as_of"); asOf != "" {
+		id, err := pathUUID(c, "note_id")
+		if err != nil {
+			return err
+		}
+		return stateAsOf(s, c, id, asOf, "note", func(ctx context.Context) error {
+			_, _, err := s.deps.Commands.NoteFor(ctx, userID(c), id)
+			return err
+		}, note.Evolve, note.State.Exists, func(st note.State) int64 { return st.Version }, noteFromState)
+	}
 	return getOne(s, c, "note_id", []string{projections.NotesProjector, projections.PermissionsProjector}, s.deps.Queries.Note,
 		func(v projections.NoteView) int64 { return v.Version }, noteFromView)
 }

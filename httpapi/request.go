@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/labstack/echo/v4"
@@ -217,3 +218,34 @@ func listUnder[V, D any](s *Server, c echo.Context, param string, projectors []s
 }
 
 func same[V any](v V) V { return v }
+
+// stateAsOf answers an aggregate as its events recorded up to the time asOf (RFC 3339) left it, after
+// authorize lets the caller read it now: a temporal query rebuilt from the log, not a read model.
+// An aggregate that did not exist at that time (or was deleted by then) is CodeNotFound.
+func stateAsOf[S, D any](s *Server, c echo.Context, id uuid.UUID, asOf, what string, authorize func(context.Context) error,
+	evolve func(S, domain.Event) S, exists func(S) bool, version func(S) int64, dto func(S) D) error {
+	at, err := time.Parse(time.RFC3339Nano, asOf)
+	if err != nil {
+		return domain.Validation{"as_of": "must be an RFC 3339 time such as 2026-01-02T15:04:05Z"}.Err()
+	}
+	ctx := c.Request().Context()
+	if err := authorize(ctx); err != nil {
+		return err
+	}
+	recs, err := s.deps.Log.ReadStream(ctx, id, 0)
+	if err != nil {
+		return err
+	}
+	var st S
+	for _, r := range recs {
+		if r.RecordedAt.After(at) {
+			break
+		}
+		st = evolve(st, r.Event)
+	}
+	if !exists(st) {
+		return domain.Errorf(domain.CodeNotFound, "%s did not exist at %s", what, at.UTC().Format(time.RFC3339))
+	}
+	setETag(c, version(st))
+	return c.JSON(http.StatusOK, dto(st))
+}

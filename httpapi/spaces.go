@@ -120,36 +120,13 @@ func (s *Server) getSpace(c echo.Context) error {
 // spaceAsOf rebuilds a space from its events up to a time. The caller must be able to read the space
 // now; a space that did not exist yet at that time is not found.
 func (s *Server) spaceAsOf(c echo.Context, id uuid.UUID, asOf string) error {
-	at, err := time.Parse(time.RFC3339Nano, asOf)
-	if err != nil {
-		v := domain.Validation{}
-		v.Add("as_of", "must be an RFC 3339 time such as 2026-01-02T15:04:05Z")
-		return v.Err()
-	}
-	ctx := c.Request().Context()
-	now, orgRole, err := s.deps.Commands.SpaceFor(ctx, userID(c), id)
-	if err != nil {
-		return err
-	}
-	if !now.CanRead(userID(c), orgRole) {
-		return domain.Errorf(domain.CodeNotFound, "space not found")
-	}
-	recs, err := s.deps.Log.ReadStream(ctx, id, 0)
-	if err != nil {
-		return err
-	}
-	var st space.State
-	for _, r := range recs {
-		if r.RecordedAt.After(at) {
-			break
+	return stateAsOf(s, c, id, asOf, "space", func(ctx context.Context) error {
+		now, orgRole, err := s.deps.Commands.SpaceFor(ctx, userID(c), id)
+		if err == nil && !now.CanRead(userID(c), orgRole) {
+			err = domain.Errorf(domain.CodeNotFound, "space not found")
 		}
-		st = space.Evolve(st, r.Event)
-	}
-	if !st.Exists() {
-		return domain.Errorf(domain.CodeNotFound, "space did not exist at %s", at.UTC().Format(time.RFC3339))
-	}
-	setETag(c, st.Version)
-	return c.JSON(http.StatusOK, spaceFromState(st))
+		return err
+	}, space.Evolve, space.State.Exists, func(st space.State) int64 { return st.Version }, spaceFromState)
 }
 
 type pageDTO[T any] struct {

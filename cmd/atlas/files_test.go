@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"mime/multipart"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -193,6 +194,11 @@ func TestFilesUploadDownloadVersionsAndRanges(t *testing.T) {
 	r = s.do("GET", "/api/v1/files/"+id+"/history", token, nil)
 	if n := len(r.json(t)["items"].([]any)); n != 4 {
 		t.Fatalf("history: %s", r.body)
+	}
+	first := r.json(t)["items"].([]any)[0].(map[string]any)["occurred_at"].(string)
+	r = s.do("GET", "/api/v1/files/"+id+"?as_of="+url.QueryEscape(first), token, nil)
+	if f := r.json(t); r.status != 200 || f["name"] != "hello.txt" || f["current_version"] != 1.0 || f["sha256"] != sha(hello) {
+		t.Fatalf("as of the upload: %d %s", r.status, r.body)
 	}
 }
 

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"net/url"
 	"strings"
 	"testing"
 
@@ -105,6 +106,16 @@ func TestNotes(t *testing.T) {
 	if h := r.json(t)["items"].([]any); len(h) != 4 || h[0].(map[string]any)["type"] != note.EventCreated {
 		t.Fatalf("history: %s", r.body)
 	}
+	// As of the moment of the first event, the note is its first revision; before it, nothing.
+	first := r.json(t)["items"].([]any)[0].(map[string]any)["occurred_at"].(string)
+	r = s.do("GET", "/api/v1/notes/"+id+"?as_of="+url.QueryEscape(first), viewer, nil)
+	expect(t, r, 200, "")
+	if n := r.json(t); n["body"] != "# Plan\n" || n["version"] != 1.0 || r.header.Get("ETag") != `"1"` {
+		t.Fatalf("as of the creation: %s", r.body)
+	}
+	expect(t, s.do("GET", "/api/v1/notes/"+id+"?as_of=2000-01-01T00:00:00Z", viewer, nil), 404, "not_found")
+	expect(t, s.do("GET", "/api/v1/notes/"+id+"?as_of=yesterday", viewer, nil), 422, "validation_failed")
+	expect(t, s.do("GET", "/api/v1/notes/"+id+"?as_of="+url.QueryEscape(first), outsider, nil), 404, "not_found")
 	a := s.do("POST", "/api/v1/spaces/"+personal+"/notes", owner, map[string]string{"title": "Once", "body": ""}, "Idempotency-Key", "k1")
 	b := s.do("POST", "/api/v1/spaces/"+personal+"/notes", owner, map[string]string{"title": "Once", "body": ""}, "Idempotency-Key", "k1")
 	expect(t, a, 201, "")
