@@ -9,6 +9,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/atlas-workspace/atlas/commands"
+	"github.com/atlas-workspace/atlas/domain"
 	"github.com/atlas-workspace/atlas/domain/org"
 	"github.com/atlas-workspace/atlas/eventstore"
 	"github.com/atlas-workspace/atlas/projections"
@@ -219,4 +220,21 @@ func (s *Server) acceptInvitation(c echo.Context) error {
 		return err
 	}
 	return s.membershipResponse(c, r, cc.Actor)
+}
+
+// orgHistory lists the events of an organization's stream for its owners and admins: they hold
+// invitees' email addresses, which members do not see (403); non-members get 404.
+func (s *Server) orgHistory(c echo.Context) error {
+	return s.streamHistory(c, "org_id", func(ctx context.Context, id uuid.UUID) error {
+		st, err := s.deps.Commands.Org(ctx, id)
+		switch {
+		case err != nil:
+			return err
+		case !st.Exists() || st.RoleOf(userID(c)) == "":
+			return domain.Errorf(domain.CodeNotFound, "organization not found")
+		case org.Rank(st.RoleOf(userID(c))) < org.Rank(org.Admin):
+			return domain.Errorf(domain.CodeForbidden, "the organization's history is for its owners and admins")
+		}
+		return nil
+	})
 }

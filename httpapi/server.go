@@ -20,6 +20,7 @@ import (
 	"github.com/atlas-workspace/atlas/domain"
 	"github.com/atlas-workspace/atlas/domain/file"
 	"github.com/atlas-workspace/atlas/domain/note"
+	"github.com/atlas-workspace/atlas/domain/org"
 	"github.com/atlas-workspace/atlas/domain/space"
 	"github.com/atlas-workspace/atlas/domain/user"
 	"github.com/atlas-workspace/atlas/eventstore"
@@ -55,6 +56,7 @@ type Commands interface {
 	EditNote(ctx context.Context, cc commands.Context, id uuid.UUID, expected int64, title, body *string) (commands.NoteResult, error)
 	DeleteNote(ctx context.Context, cc commands.Context, id uuid.UUID, expected int64) (commands.NoteResult, error)
 	NoteFor(ctx context.Context, viewer, id uuid.UUID) (note.State, note.Access, error)
+	Org(ctx context.Context, id uuid.UUID) (org.State, error)
 	CanUpload(ctx context.Context, actor, spaceID uuid.UUID) error
 	CanWriteFile(ctx context.Context, actor, id uuid.UUID) error
 	StoreContent(ctx context.Context, name string, r io.Reader, limit int64) (file.Content, error)
@@ -225,6 +227,7 @@ func New(d Deps) *Server {
 	v1.PATCH("/orgs/:org_id", s.updateOrg, auth)
 	v1.DELETE("/orgs/:org_id", s.deleteOrg, auth)
 	v1.GET("/orgs/:org_id/members", s.listMembers, auth)
+	v1.GET("/orgs/:org_id/history", s.orgHistory, auth)
 	v1.PATCH("/orgs/:org_id/members/:user_id", s.changeMember, auth)
 	v1.DELETE("/orgs/:org_id/members/:user_id", s.removeMember, auth)
 	v1.POST("/orgs/:org_id/invitations", s.invite, auth)

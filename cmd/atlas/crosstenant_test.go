@@ -77,6 +77,7 @@ func TestCrossTenantIsolation(t *testing.T) {
 			{"PATCH", "/api/v1/orgs/" + their.org, map[string]string{"name": "x"}, 0},
 			{"DELETE", "/api/v1/orgs/" + their.org, nil, 0},
 			{"GET", "/api/v1/orgs/" + their.org + "/members", nil, 0},
+			{"GET", "/api/v1/orgs/" + their.org + "/history", nil, 0},
 			{"PATCH", "/api/v1/orgs/" + their.org + "/members/" + their.memberID, map[string]string{"role": "admin"}, 0},
 			{"DELETE", "/api/v1/orgs/" + their.org + "/members/" + their.memberID, nil, 0},
 			{"GET", "/api/v1/orgs/" + their.org + "/invitations", nil, 0},
@@ -203,6 +204,11 @@ func TestCrossTenantIsolation(t *testing.T) {
 	}
 	// Uploading into another tenant's folder from one's own space.
 	expect(t, s.upload(a.owner, a.space, "spy.txt", []byte("x"), "folder_id", b.folder), 404, "not_found")
+	r = s.do("GET", "/api/v1/orgs/"+b.org+"/history", b.owner, nil)
+	if items := r.json(t)["items"].([]any); r.status != 200 || len(items) < 3 || items[0].(map[string]any)["type"] != "org.created.v1" {
+		t.Errorf("beta's owner reads beta's history: %d %s", r.status, r.body)
+	}
+	expect(t, s.do("GET", "/api/v1/orgs/"+b.org+"/history", b.member, nil), 403, "forbidden")
 	r = s.do("GET", "/api/v1/spaces/"+b.space+"/history", b.owner, nil)
 	if n := len(r.json(t)["items"].([]any)); n != 1 {
 		t.Errorf("beta's space has %d events after the attempts, want 1", n)
