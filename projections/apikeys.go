@@ -84,10 +84,6 @@ func (q *Queries) APIKeysOf(ctx context.Context, user uuid.UUID, cursor string, 
 		return APIKeyPage{}, err
 	}
 	page := APIKeyPage{Items: out}
-	if len(out) > limit {
-		page.Items = out[:limit]
-		c := out[limit-1].ID.String()
-		page.NextCursor = &c
-	}
+	page.Items, page.NextCursor = trimPage(out, limit, func(v APIKeyView) string { return v.ID.String() })
 	return page, nil
 }

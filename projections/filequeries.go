@@ -160,11 +160,7 @@ func (q *Queries) FileVersions(ctx context.Context, viewer, id uuid.UUID, cursor
 		return FileVersionPage{}, domain.Errorf(domain.CodeNotFound, "file not found")
 	}
 	page := FileVersionPage{Items: out}
-	if len(out) > limit {
-		page.Items = out[:limit]
-		c := strconv.FormatInt(out[limit-1].Version, 10)
-		page.NextCursor = &c
-	}
+	page.Items, page.NextCursor = trimPage(out, limit, func(v FileVersionView) string { return strconv.FormatInt(v.Version, 10) })
 	return page, nil
 }
 
@@ -222,11 +218,7 @@ func (q *Queries) FilesOf(ctx context.Context, viewer, spaceID uuid.UUID, filter
 	if err != nil {
 		return FilePage{}, err
 	}
-	if len(page.Items) > limit {
-		page.Items = page.Items[:limit]
-		c := page.Items[limit-1].ID.String()
-		page.NextCursor = &c
-	}
+	page.Items, page.NextCursor = trimPage(page.Items, limit, func(v FileView) string { return v.ID.String() })
 	return page, nil
 }
 
@@ -296,10 +288,6 @@ func (q *Queries) FoldersOf(ctx context.Context, viewer, spaceID uuid.UUID, pare
 		return FolderPage{}, err
 	}
 	page := FolderPage{Items: out}
-	if len(out) > limit {
-		page.Items = out[:limit]
-		c := out[limit-1].ID.String()
-		page.NextCursor = &c
-	}
+	page.Items, page.NextCursor = trimPage(out, limit, func(v FolderView) string { return v.ID.String() })
 	return page, nil
 }

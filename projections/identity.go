@@ -299,12 +299,18 @@ func (q *Queries) SpacesOf(ctx context.Context, viewer uuid.UUID, orgID *uuid.UU
 	if err != nil {
 		return SpacePage{}, fmt.Errorf("list spaces: %w", err)
 	}
-	if len(page.Items) > limit {
-		page.Items = page.Items[:limit]
-		c := page.Items[limit-1].ID.String()
-		page.NextCursor = &c
-	}
+	page.Items, page.NextCursor = trimPage(page.Items, limit, func(v SpaceView) string { return v.ID.String() })
 	return page, nil
+}
+
+// trimPage cuts items, fetched with one more than limit, to limit, and returns the cursor of the next
+// page (the key of the page's last item) when there was more, nil otherwise.
+func trimPage[T any](items []T, limit int, key func(T) string) ([]T, *string) {
+	if len(items) <= limit {
+		return items, nil
+	}
+	c := key(items[limit-1])
+	return items[:limit], &c
 }
 
 // prefixed qualifies each column of a comma-separated list with prefix.

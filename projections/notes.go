@@ -189,11 +189,7 @@ func (q *Queries) NotesOf(ctx context.Context, viewer, spaceID uuid.UUID, cursor
 	if err != nil {
 		return NotePage{}, err
 	}
-	if len(page.Items) > limit {
-		page.Items = page.Items[:limit]
-		c := page.Items[limit-1].ID.String()
-		page.NextCursor = &c
-	}
+	page.Items, page.NextCursor = trimPage(page.Items, limit, func(v NoteView) string { return v.ID.String() })
 	return page, nil
 }
 
@@ -242,10 +238,6 @@ func (q *Queries) NoteRevisions(ctx context.Context, viewer, noteID uuid.UUID, c
 	if err != nil {
 		return NoteRevisionPage{}, err
 	}
-	if len(page.Items) > limit {
-		page.Items = page.Items[:limit]
-		c := strconv.FormatInt(page.Items[limit-1].Revision, 10)
-		page.NextCursor = &c
-	}
+	page.Items, page.NextCursor = trimPage(page.Items, limit, func(v NoteRevisionView) string { return strconv.FormatInt(v.Revision, 10) })
 	return page, nil
 }
