@@ -403,6 +403,20 @@ func (s *Store) ReadStream(ctx context.Context, streamID uuid.UUID, maxVersion i
 	return s.scanRecords(rows)
 }
 
+// ReadStreamAfter returns up to limit of a stream's events with a version above afterVersion, oldest
+// first (limit <= 0: all of them).
+func (s *Store) ReadStreamAfter(ctx context.Context, streamID uuid.UUID, afterVersion int64, limit int) ([]Record, error) {
+	if limit <= 0 {
+		limit = 1<<31 - 1
+	}
+	rows, err := s.pool.Query(ctx, `SELECT `+recordColumns+` FROM events
+		WHERE stream_id = $1 AND stream_version > $2 ORDER BY stream_version LIMIT $3`, streamID, afterVersion, limit)
+	if err != nil {
+		return nil, fmt.Errorf("read stream %s: %w", streamID, err)
+	}
+	return s.scanRecords(rows)
+}
+
 // ReadLog returns up to limit events after position in delivery order, never past the oldest
 // transaction still in progress, so an event that commits late is not skipped by a reader that
 // continues from the last returned position.

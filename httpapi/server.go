@@ -106,6 +106,7 @@ type Consistency interface {
 // Log reads event streams for history endpoints.
 type Log interface {
 	ReadStream(ctx context.Context, streamID uuid.UUID, maxVersion int64) ([]eventstore.Record, error)
+	ReadStreamAfter(ctx context.Context, streamID uuid.UUID, afterVersion int64, limit int) ([]eventstore.Record, error)
 }
 
 // Check is a health check; nil means healthy.
@@ -128,6 +129,11 @@ type Deps struct {
 	TrustProxyHeaders bool
 	MaxUpload         int64    // largest file content accepted, in bytes (default 100 MiB)
 	Search            Searcher // nil: search answers 503
+	// Signal wakes live streams (SSE) when events may have been appended, here or, through NOTIFY, in
+	// another process. nil: streams poll every FollowPoll.
+	Signal *eventstore.Signal
+	// FollowPoll is the fallback poll of a live stream between wake-ups (default 2 s).
+	FollowPoll time.Duration
 }
 
 // Server is the HTTP API.
@@ -135,12 +141,20 @@ type Server struct {
 	deps    Deps
 	echo    *echo.Echo
 	metrics *httpMetrics
+
+	// streams ends when the server shuts down: live streams (SSE) then end, so that a graceful
+	// shutdown does not wait for clients that would stay connected forever.
+	streams     context.Context
+	stopStreams context.CancelFunc
 }
 
 // New builds the API and its routes.
 func New(d Deps) *Server {
 	if d.MaxUpload <= 0 {
 		d.MaxUpload = 100 << 20
+	}
+	if d.FollowPoll <= 0 {
+		d.FollowPoll = 2 * time.Second
 	}
 	if d.ConsistencyWait <= 0 {
 		d.ConsistencyWait = 5 * time.Second
@@ -158,6 +172,7 @@ func New(d Deps) *Server {
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	s := &Server{deps: d, echo: e, metrics: newHTTPMetrics(d.Registerer)}
+	s.streams, s.stopStreams = context.WithCancel(context.Background())
 	e.HTTPErrorHandler = s.errorHandler
 	e.IPExtractor = echo.ExtractIPDirect()
 	if d.TrustProxyHeaders {

@@ -152,6 +152,7 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		Commands: a.Commands, Queries: projections.NewQueries(pool), Consistency: a.Runtime, Log: a.Store,
 		Logger: log, Metrics: a.Registry, Registerer: a.Registry, ConsistencyWait: cfg.ConsistencyWait,
 		Health: health, RateLimiter: limiter, TrustProxyHeaders: cfg.TrustProxy, MaxUpload: cfg.MaxUpload, Search: a.Search,
+		Signal: a.Signal,
 	})
 	return a, nil
 }
@@ -269,6 +270,7 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 	run(a.switchCollections)
 
 	srv := &http.Server{Handler: a.API.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	srv.RegisterOnShutdown(a.API.CloseStreams)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	a.Log.Info("serving", "addr", ln.Addr().String())

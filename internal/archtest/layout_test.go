@@ -38,10 +38,11 @@ var allowed = map[string][]string{
 	"commands":    {"commands", "domain", "eventstore"},
 	"projections": {"projections", "domain", "eventstore", "search"},
 	"search":      {"search"},
+	"ai":          {"ai"},
 	"httpapi":     {"httpapi", "domain", "eventstore", "commands", "projections"},
 	"migrations":  {"migrations"},
 	"internal":    {"internal", "migrations", "eventstore"},
-	"cmd":         {"cmd", "domain", "eventstore", "commands", "projections", "httpapi", "migrations", "search"},
+	"cmd":         {"cmd", "domain", "eventstore", "commands", "projections", "httpapi", "migrations", "search", "ai"},
 }
 
 // Infrastructure the domain must not touch.
