@@ -10,7 +10,9 @@ type Event interface {
 
 // PersonalData is implemented (on the pointer) by event payloads that carry a person's data. The event
 // store encrypts the returned fields with the subject's key before writing and decrypts them on read;
-// after erasure they read as ErasedValue. The pointers must point into the payload itself.
+// after erasure they read as ErasedValue. The pointers must point into the payload itself. A payload
+// that returns uuid.Nil as its subject holds no personal data in this instance (a note in an
+// organization's space, say): its fields are stored and read as they are.
 type PersonalData interface {
 	PersonalData() (subject uuid.UUID, fields []*string)
 }

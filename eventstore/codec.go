@@ -76,6 +76,9 @@ func Register[T domain.Event](r *Registry) {
 			}
 			if pd, ok := any(&v).(domain.PersonalData); ok {
 				subject, fields := pd.PersonalData()
+				if subject == uuid.Nil {
+					fields = nil // no subject: the fields were stored as they are
+				}
 				for _, f := range fields {
 					plain, err := keys.Open(subject, *f)
 					if err != nil {
@@ -93,6 +96,9 @@ func Register[T domain.Event](r *Registry) {
 			}
 			if pd, ok := any(&v).(domain.PersonalData); ok {
 				subject, fields := pd.PersonalData()
+				if subject == uuid.Nil {
+					fields = nil // no subject: nothing in this event is personal data
+				}
 				for _, f := range fields {
 					sealed, err := keys.Seal(subject, *f)
 					if err != nil {

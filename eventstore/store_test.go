@@ -508,6 +508,33 @@ func TestPersonalDataIsSealedAndErasable(t *testing.T) {
 	}
 }
 
+// A payload whose subject is uuid.Nil holds no personal data in that instance: it is stored and read
+// as it is, and no key is made.
+func TestPersonalDataWithoutSubjectIsStoredAsIs(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	stream := uuid.New()
+	if _, err := f.store.Append(ctx, eventstore.AppendRequest{Streams: []eventstore.StreamAppend{{StreamType: "test", StreamID: stream,
+		Events: []domain.Event{Profiled{Email: "team@example.com"}}}}}); err != nil {
+		t.Fatal(err)
+	}
+	var raw string
+	if err := f.pool.QueryRow(ctx, `SELECT data::text FROM events WHERE stream_id = $1`, stream).Scan(&raw); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(raw, "team@example.com") || strings.Contains(raw, "enc:v1:") {
+		t.Fatalf("stored data %s, want the field as it is", raw)
+	}
+	var keys int
+	if err := f.pool.QueryRow(ctx, `SELECT count(*) FROM subject_keys WHERE subject_id = $1`, uuid.Nil).Scan(&keys); err != nil || keys != 0 {
+		t.Fatalf("keys for the nil subject: %d (%v), want none", keys, err)
+	}
+	recs, err := f.store.ReadStream(ctx, stream, 0)
+	if err != nil || recs[0].Event.(Profiled).Email != "team@example.com" {
+		t.Fatalf("read back %v, %v", recs, err)
+	}
+}
+
 // CountedV2 is the next version of test.counted: n became count.
 type CountedV2 struct {
 	Count int `json:"count"`
