@@ -18,6 +18,7 @@ import (
 	"github.com/atlas-workspace/atlas/domain/file"
 	"github.com/atlas-workspace/atlas/domain/note"
 	"github.com/atlas-workspace/atlas/domain/org"
+	"github.com/atlas-workspace/atlas/domain/platform"
 	"github.com/atlas-workspace/atlas/domain/space"
 	"github.com/atlas-workspace/atlas/domain/user"
 	"github.com/atlas-workspace/atlas/eventstore"
@@ -60,6 +61,8 @@ func RegisterEvents(r *eventstore.Registry) {
 	eventstore.Register[file.FolderRenamed](r)
 	eventstore.Register[file.FolderMoved](r)
 	eventstore.Register[file.FolderDeleted](r)
+	eventstore.Register[platform.RoleGranted](r)
+	eventstore.Register[platform.RoleRevoked](r)
 }
 
 // Context is who issues a command and how to trace and deduplicate it.
