@@ -134,6 +134,12 @@ type Deps struct {
 	Signal *eventstore.Signal
 	// FollowPoll is the fallback poll of a live stream between wake-ups (default 2 s).
 	FollowPoll time.Duration
+	// Audit verifies the log and reads a tenant's events (the audit routes).
+	Audit Auditing
+	// Roles are the platform roles checked on the admin and audit routes (nil: nobody holds one).
+	Roles PlatformRoles
+	// Projections is the projection runtime administered by the admin routes.
+	Projections ProjectionAdmin
 }
 
 // Server is the HTTP API.
@@ -146,6 +152,8 @@ type Server struct {
 	// shutdown does not wait for clients that would stay connected forever.
 	streams     context.Context
 	stopStreams context.CancelFunc
+
+	verifying chan struct{} // one log verification at a time
 }
 
 // New builds the API and its routes.
@@ -171,7 +179,7 @@ func New(d Deps) *Server {
 	}
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
-	s := &Server{deps: d, echo: e, metrics: newHTTPMetrics(d.Registerer)}
+	s := &Server{deps: d, echo: e, metrics: newHTTPMetrics(d.Registerer), verifying: make(chan struct{}, 1)}
 	s.streams, s.stopStreams = context.WithCancel(context.Background())
 	e.HTTPErrorHandler = s.errorHandler
 	e.IPExtractor = echo.ExtractIPDirect()
@@ -249,6 +257,10 @@ func New(d Deps) *Server {
 	v1.GET("/orgs/:org_id/invitations", s.listInvitations, auth)
 	v1.DELETE("/orgs/:org_id/invitations/:invitation_id", s.revokeInvitation, auth)
 	v1.POST("/invitations/:token/accept", s.acceptInvitation, auth)
+	v1.GET("/orgs/:org_id/audit", s.orgAudit, auth)
+	v1.GET("/audit/verify", s.verifyLog, auth, s.requireRole(auditRoles...))
+	v1.GET("/admin/projections", s.listProjections, auth, s.requireRole(adminRoles...))
+	v1.POST("/admin/projections/:name/rebuild", s.rebuildProjection, auth, s.requireRole(adminRoles...))
 	return s
 }
 

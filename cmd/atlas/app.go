@@ -103,7 +103,7 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 				a.Indexer.Nudge() // new work items: index them now rather than at the next poll
 			}
 		},
-	}, projections.Users(), projections.Spaces(), projections.Permissions(), projections.APIKeys(), projections.Orgs(), projections.Notes(), projections.Files(), projections.Search())
+	}, projections.Users(), projections.Spaces(), projections.Permissions(), projections.APIKeys(), projections.Orgs(), projections.Notes(), projections.Files(), projections.Search(), projections.Platform())
 	a.Commands = commands.New(commands.Config{Store: a.Store, Sessions: commands.Sessions{Pool: pool}, Hasher: a.hasher, SessionTTL: cfg.SessionTTL,
 		Bucket: a.Bucket})
 	a.Reaper = &projections.BlobReaper{Pool: projectorPool, Bucket: a.Bucket, Runtime: a.Runtime, Prefix: commands.BlobPrefix, Log: log,
@@ -152,9 +152,19 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		Commands: a.Commands, Queries: projections.NewQueries(pool), Consistency: a.Runtime, Log: a.Store,
 		Logger: log, Metrics: a.Registry, Registerer: a.Registry, ConsistencyWait: cfg.ConsistencyWait,
 		Health: health, RateLimiter: limiter, TrustProxyHeaders: cfg.TrustProxy, MaxUpload: cfg.MaxUpload, Search: a.Search,
-		Signal: a.Signal,
+		Signal: a.Signal, Audit: auditing{a.Store, pool}, Roles: projections.NewQueries(pool), Projections: a.Runtime,
 	})
 	return a, nil
+}
+
+// auditing verifies the log with the API role's pool and reads tenants' events through the store.
+type auditing struct {
+	*eventstore.Store
+	pool *pgxpool.Pool
+}
+
+func (a auditing) Verify(ctx context.Context) (eventstore.VerifyReport, error) {
+	return eventstore.Verify(ctx, a.pool, nil)
 }
 
 // Close releases the app's connections.
@@ -268,6 +278,9 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 	run(func(ctx context.Context) { a.Reaper.Run(ctx, a.Config.OrphanGrace, a.Config.OrphanSweep) })
 	run(a.Indexer.Run)
 	run(a.switchCollections)
+	run(func(ctx context.Context) {
+		(&eventstore.Sealer{Pool: a.Pool}).Run(ctx, a.Config.SealInterval, func(err error) { a.Log.Warn("seal", "error", err) })
+	})
 
 	srv := &http.Server{Handler: a.API.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	srv.RegisterOnShutdown(a.API.CloseStreams)

@@ -31,6 +31,7 @@ type Config struct {
 	OrphanGrace     time.Duration // ATLAS_ORPHAN_GRACE
 	OrphanSweep     time.Duration // ATLAS_ORPHAN_SWEEP_INTERVAL
 	ReaperLease     time.Duration // ATLAS_BLOB_REAPER_LEASE
+	SealInterval    time.Duration // ATLAS_SEAL_INTERVAL
 
 	// Reserved for the capabilities that use them (search, cache, embeddings, assistant); read now so
 	// that `atlas config` shows the whole contract.
@@ -52,6 +53,7 @@ var envVars = []envVar{
 	{"ATLAS_ORPHAN_GRACE", "24h", "Age after which stored content that no event references (an upload cut off before its event) is deleted."},
 	{"ATLAS_ORPHAN_SWEEP_INTERVAL", "1h", "How often the orphan sweep runs."},
 	{"ATLAS_BLOB_REAPER_LEASE", "1m", "How long the blob reaper's claim on a deletion lasts; a claim of a process that died is taken up again after it."},
+	{"ATLAS_SEAL_INTERVAL", "10s", "How often the sealer seals the final part of the global order into audit_seals (tamper evidence)."},
 	{"ATLAS_LOG_LEVEL", "info", "debug, info, warn or error. Logs are JSON on stdout."},
 	{"ATLAS_SESSION_TTL", "720h", "Lifetime of a session token."},
 	{"ATLAS_PROJECTOR_BATCH", "100", "Events per projector transaction."},
@@ -107,6 +109,7 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		OrphanGrace:      dur("ATLAS_ORPHAN_GRACE"),
 		OrphanSweep:      dur("ATLAS_ORPHAN_SWEEP_INTERVAL"),
 		ReaperLease:      dur("ATLAS_BLOB_REAPER_LEASE"),
+		SealInterval:     dur("ATLAS_SEAL_INTERVAL"),
 		WeaviateURL:      get("WEAVIATE_URL"),
 		WeaviateGRPC:     get("WEAVIATE_GRPC_URL"),
 		WeaviateBin:      get("ATLAS_WEAVIATE_BIN"),

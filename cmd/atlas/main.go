@@ -32,6 +32,14 @@ commands:
   projections rebuild NAME     rebuild a projector's read model from the start of the log
                                (resumes an interrupted rebuild; --restart starts over)
   search reindex [--quiet]     rebuild the search index from the event log, with progress
+  audit verify [--json]        check every stream's hash chain and the chain of seals; exit 0 when
+                               intact, 3 when a link is broken (the first one is reported), 1 on error
+  audit seal                   write the seals the log allows now (atlas serve does it periodically)
+  admin grant EMAIL ROLE       give a user a platform role: admin (admin API) or auditor (audit/verify)
+  admin revoke EMAIL ROLE      take it back
+  admin roles                  list who holds which platform role
+  replay STREAM_ID [--at TIME] print a stream's events up to TIME (RFC 3339; default now) and the
+                               aggregate state rebuilt from them, as JSON
   config                       print the configuration variables in effect and their defaults
 `
 
@@ -64,6 +72,12 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		err = projectionsCmd(ctx, cfg, args[1:], stdout, stderr)
 	case "search":
 		err = searchCmd(ctx, cfg, args[1:], stdout, stderr)
+	case "audit":
+		err = auditCmd(ctx, cfg, args[1:], stdout, stderr)
+	case "admin":
+		err = adminCmd(ctx, cfg, args[1:], stdout, stderr)
+	case "replay":
+		err = replayCmd(ctx, cfg, args[1:], stdout, stderr)
 	case "config":
 		printConfig(getenv)
 	case "help", "-h", "--help":
@@ -77,6 +91,10 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		var ue usageError
 		if errors.As(err, &ue) {
 			return 2
+		}
+		var bl brokenLog
+		if errors.As(err, &bl) {
+			return exitBroken
 		}
 		return 1
 	}

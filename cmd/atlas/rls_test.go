@@ -3,9 +3,11 @@ package main
 import (
 	"context"
 	"errors"
+	"io"
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -26,6 +28,7 @@ var credentialTables = map[string]bool{
 	"projection_offsets": true, "projector_status": true, // projector bookkeeping, no tenant data
 	"goose_db_version": true, // migrations
 	"search_state":     true, // which search collection is active: no tenant data
+	"audit_seals":      true, // seals of the global order: positions and hashes, no tenant data
 }
 
 // projectorOnly reports whether a table is the projectors' private bookkeeping, which the API may not
@@ -121,6 +124,15 @@ func TestRowLevelSecurityFailsClosed(t *testing.T) {
 		r = s.do("POST", "/api/v1/me/api-keys", tn.token, map[string]string{"name": "key"})
 		expect(t, r, 201, "")
 		tn.key = r.json(t)["id"].(string)
+		// A platform role, so that platform_roles has a row per tenant.
+		if code := run([]string{"admin", "grant", name + "@rls.test", "auditor"}, func(k string) string { return s.env[k] }, io.Discard, io.Discard); code != 0 {
+			t.Fatalf("admin grant exited %d", code)
+		}
+		waitFor(t, 10*time.Second, "the platform role to be projected", func() bool {
+			var n int
+			err := s.app.ProjectorPool.QueryRow(t.Context(), `SELECT count(*) FROM platform_roles WHERE user_id = $1`, tn.user).Scan(&n)
+			return err == nil && n == 1
+		})
 		// Read back through the API with the consistency token: every read model has the rows.
 		expect(t, s.do("GET", "/api/v1/me/api-keys", tn.token, nil, "X-Consistency-Token", r.json(t)["position"].(string)), 200, "")
 		return tn
