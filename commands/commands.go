@@ -15,6 +15,7 @@ import (
 
 	"github.com/atlas-workspace/atlas/domain"
 	"github.com/atlas-workspace/atlas/domain/apikey"
+	"github.com/atlas-workspace/atlas/domain/chat"
 	"github.com/atlas-workspace/atlas/domain/file"
 	"github.com/atlas-workspace/atlas/domain/note"
 	"github.com/atlas-workspace/atlas/domain/org"
@@ -63,6 +64,17 @@ func RegisterEvents(r *eventstore.Registry) {
 	eventstore.Register[file.FolderDeleted](r)
 	eventstore.Register[platform.RoleGranted](r)
 	eventstore.Register[platform.RoleRevoked](r)
+	eventstore.Register[chat.Created](r)
+	eventstore.Register[chat.Renamed](r)
+	eventstore.Register[chat.Deleted](r)
+	eventstore.Register[chat.MessagePosted](r)
+	eventstore.Register[chat.ReplyStarted](r)
+	eventstore.Register[chat.ReplyTextAppended](r)
+	eventstore.Register[chat.ReplyToolCalled](r)
+	eventstore.Register[chat.ReplyToolResulted](r)
+	eventstore.Register[chat.ReplyCompleted](r)
+	eventstore.Register[chat.ReplyFailed](r)
+	eventstore.Register[chat.ReplyCancelled](r)
 }
 
 // Context is who issues a command and how to trace and deduplicate it.

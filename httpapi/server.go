@@ -18,6 +18,7 @@ import (
 
 	"github.com/atlas-workspace/atlas/commands"
 	"github.com/atlas-workspace/atlas/domain"
+	"github.com/atlas-workspace/atlas/domain/chat"
 	"github.com/atlas-workspace/atlas/domain/file"
 	"github.com/atlas-workspace/atlas/domain/note"
 	"github.com/atlas-workspace/atlas/domain/org"
@@ -73,6 +74,12 @@ type Commands interface {
 	CreateFolder(ctx context.Context, cc commands.Context, spaceID uuid.UUID, parentID *uuid.UUID, name string) (commands.FolderResult, error)
 	UpdateFolder(ctx context.Context, cc commands.Context, id uuid.UUID, expected int64, name *string, parentID **uuid.UUID) (commands.FolderResult, error)
 	DeleteFolder(ctx context.Context, cc commands.Context, id uuid.UUID, expected int64) (commands.FolderResult, error)
+	CreateChat(ctx context.Context, cc commands.Context, spaceID uuid.UUID, title string) (commands.ChatResult, error)
+	RenameChat(ctx context.Context, cc commands.Context, id uuid.UUID, expected int64, title string) (commands.ChatResult, error)
+	DeleteChat(ctx context.Context, cc commands.Context, id uuid.UUID, expected int64) (commands.ChatResult, error)
+	ChatFor(ctx context.Context, viewer, id uuid.UUID) (chat.State, chat.Access, error)
+	PostMessage(ctx context.Context, cc commands.Context, chatID uuid.UUID, expected int64, role string, parts []chat.Part, model string) (commands.PostResult, error)
+	CancelReply(ctx context.Context, cc commands.Context, chatID, messageID uuid.UUID) (commands.ChatResult, error)
 }
 
 // Queries is what the API needs of the read models.
@@ -96,6 +103,10 @@ type Queries interface {
 	FilesOf(ctx context.Context, viewer, spaceID uuid.UUID, filter projections.FileFilter, cursor string, limit int) (projections.FilePage, error)
 	Folder(ctx context.Context, viewer, id uuid.UUID) (projections.FolderView, error)
 	FoldersOf(ctx context.Context, viewer, spaceID uuid.UUID, parent *uuid.UUID, cursor string, limit int) (projections.FolderPage, error)
+	Chat(ctx context.Context, viewer, id uuid.UUID) (projections.ChatView, error)
+	ChatsOf(ctx context.Context, viewer, spaceID uuid.UUID, cursor string, limit int) (projections.ChatPage, error)
+	ChatMessages(ctx context.Context, viewer, chatID uuid.UUID, cursor string, limit int) (projections.ChatMessagePage, error)
+	ChatMessage(ctx context.Context, viewer, chatID, id uuid.UUID) (projections.ChatMessageView, error)
 }
 
 // Consistency waits for read models to reach a position.
@@ -127,8 +138,9 @@ type Deps struct {
 	// TrustProxyHeaders takes the client IP from X-Forwarded-For / X-Real-IP (only behind a proxy
 	// that sets them); otherwise it is the connection's address.
 	TrustProxyHeaders bool
-	MaxUpload         int64    // largest file content accepted, in bytes (default 100 MiB)
-	Search            Searcher // nil: search answers 503
+	MaxUpload         int64     // largest file content accepted, in bytes (default 100 MiB)
+	Search            Searcher  // nil: search answers 503
+	Assistant         Assistant // nil: chats have no assistant
 	// Signal wakes live streams (SSE) when events may have been appended, here or, through NOTIFY, in
 	// another process. nil: streams poll every FollowPoll.
 	Signal *eventstore.Signal
@@ -221,6 +233,16 @@ func New(d Deps) *Server {
 	v1.DELETE("/notes/:note_id", s.deleteNote, auth)
 	v1.GET("/notes/:note_id/revisions", s.listNoteRevisions, auth)
 	v1.GET("/notes/:note_id/history", s.noteHistory, auth)
+	v1.POST("/spaces/:space_id/chats", s.createChat, auth)
+	v1.GET("/spaces/:space_id/chats", s.listChats, auth)
+	v1.GET("/chats/:chat_id", s.getChat, auth)
+	v1.PATCH("/chats/:chat_id", s.updateChat, auth)
+	v1.DELETE("/chats/:chat_id", s.deleteChat, auth)
+	v1.GET("/chats/:chat_id/history", s.chatHistory, auth)
+	v1.POST("/chats/:chat_id/messages", s.postChatMessage, auth)
+	v1.GET("/chats/:chat_id/messages", s.listChatMessages, auth)
+	v1.GET("/chats/:chat_id/messages/:message_id", s.getChatMessage, auth)
+	v1.POST("/chats/:chat_id/messages/:message_id/cancel", s.cancelChatReply, auth)
 	v1.POST("/spaces/:space_id/folders", s.createFolder, auth)
 	v1.GET("/spaces/:space_id/folders", s.listFolders, auth)
 	v1.GET("/folders/:folder_id", s.getFolder, auth)
