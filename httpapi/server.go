@@ -78,6 +78,7 @@ type Commands interface {
 	RenameChat(ctx context.Context, cc commands.Context, id uuid.UUID, expected int64, title string) (commands.ChatResult, error)
 	DeleteChat(ctx context.Context, cc commands.Context, id uuid.UUID, expected int64) (commands.ChatResult, error)
 	ChatFor(ctx context.Context, viewer, id uuid.UUID) (chat.State, chat.Access, error)
+	Chat(ctx context.Context, id uuid.UUID, maxVersion int64) (chat.State, uuid.UUID, error)
 	PostMessage(ctx context.Context, cc commands.Context, chatID uuid.UUID, expected int64, role string, parts []chat.Part, model string) (commands.PostResult, error)
 	CancelReply(ctx context.Context, cc commands.Context, chatID, messageID uuid.UUID) (commands.ChatResult, error)
 }
@@ -243,6 +244,7 @@ func New(d Deps) *Server {
 	v1.GET("/chats/:chat_id/messages", s.listChatMessages, auth)
 	v1.GET("/chats/:chat_id/messages/:message_id", s.getChatMessage, auth)
 	v1.POST("/chats/:chat_id/messages/:message_id/cancel", s.cancelChatReply, auth)
+	v1.GET("/chats/:chat_id/stream", s.streamChat, auth)
 	v1.POST("/spaces/:space_id/folders", s.createFolder, auth)
 	v1.GET("/spaces/:space_id/folders", s.listFolders, auth)
 	v1.GET("/folders/:folder_id", s.getFolder, auth)

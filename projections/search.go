@@ -6,6 +6,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
+	"github.com/atlas-workspace/atlas/domain/chat"
 	"github.com/atlas-workspace/atlas/domain/file"
 	"github.com/atlas-workspace/atlas/domain/note"
 	"github.com/atlas-workspace/atlas/domain/space"
@@ -15,7 +16,7 @@ import (
 // SearchProjector names the search projector.
 const SearchProjector = "search"
 
-// Search turns note, file, folder and space events into index work items (search_work), in the same
+// Search turns note, file, folder, chat and space events into index work items (search_work), in the same
 // transaction as its checkpoint, and marks each touched document pending (search_docs). It never
 // calls Weaviate: the SearchIndexer drains the items. One item per document: a later event moves its
 // position on, so the indexer always writes the document as it is at that point or later.
@@ -47,6 +48,7 @@ func Search() *Projector {
 	}
 	noteSpace := func(r eventstore.Record) *uuid.UUID { id := r.Event.(note.Created).SpaceID; return &id }
 	fileSpace := func(r eventstore.Record) *uuid.UUID { id := r.Event.(file.Uploaded).SpaceID; return &id }
+	chatSpace := func(r eventstore.Record) *uuid.UUID { id := r.Event.(chat.Created).SpaceID; return &id }
 	return &Projector{
 		Name: SearchProjector, Version: 1, Tables: []string{"search_work", "search_docs"},
 		Handlers: map[string]Handler{
@@ -62,6 +64,13 @@ func Search() *Projector {
 			file.EventFolderDeleted:     container("folder"),
 			file.EventFolderMoved:       container("folder"),
 			space.EventDeleted:          container("space"),
+			// A chat is one document: its title and the text of its user messages and completed
+			// replies. Chunks of a reply being written are not indexed; its completion is.
+			chat.EventCreated:        docEvent("chat", stream, chatSpace),
+			chat.EventRenamed:        docEvent("chat", stream, nil),
+			chat.EventMessagePosted:  docEvent("chat", stream, nil),
+			chat.EventReplyCompleted: docEvent("chat", stream, nil),
+			chat.EventDeleted:        docEvent("chat", stream, nil),
 		},
 	}
 }

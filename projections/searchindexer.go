@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -266,6 +267,8 @@ func (x *SearchIndexer) process(ctx context.Context, it searchItem) (*prepared, 
 		p.text = p.doc.Title + "\n\n" + body
 		p.settle(indexed, chunks)
 		return p, nil
+	case "chat":
+		return x.chatDoc(ctx, it)
 	case "file":
 		if err := x.caughtUp(ctx, it.pos, FilesProjector); err != nil {
 			return nil, err
@@ -294,6 +297,61 @@ func (x *SearchIndexer) process(ctx context.Context, it searchItem) (*prepared, 
 		return p, nil
 	}
 	return nil, fmt.Errorf("unknown search work kind %q", it.kind)
+}
+
+// chatDoc reads a chat as the chats read model holds it: its title, then the text of its user
+// messages and completed replies, in order. A chat that is gone is removed from the index.
+func (x *SearchIndexer) chatDoc(ctx context.Context, it searchItem) (*prepared, error) {
+	if err := x.caughtUp(ctx, it.pos, ChatsProjector); err != nil {
+		return nil, err
+	}
+	p := &prepared{it: it, doc: index.Doc{ID: it.doc, Kind: "chat"}}
+	var indexed *int64
+	var chunks *int
+	err := x.Pool.QueryRow(ctx, `SELECT c.space_id, c.title, c.version, d.indexed_version, d.chunks
+		FROM chats c LEFT JOIN search_docs d ON d.doc_id = c.id WHERE c.id = $1`, it.doc).
+		Scan(&p.doc.SpaceID, &p.doc.Title, &p.doc.SourceVersion, &indexed, &chunks)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, x.forget(ctx, it.tenant.String(), it.doc)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if p.settle(indexed, chunks); p.skip {
+		return p, nil
+	}
+	rows, err := x.Pool.Query(ctx, `SELECT m.role, coalesce(string_agg(part->>'text', '' ORDER BY ord), '')
+		FROM chat_messages m CROSS JOIN LATERAL jsonb_array_elements(m.parts) WITH ORDINALITY AS e(part, ord)
+		WHERE m.chat_id = $1 AND m.status = 'complete' AND part->>'type' = 'text'
+		GROUP BY m.id, m.seq, m.role ORDER BY m.seq`, it.doc)
+	if err != nil {
+		return nil, err
+	}
+	var b strings.Builder
+	b.WriteString(p.doc.Title)
+	for rows.Next() {
+		var role, text string
+		if err := rows.Scan(&role, &text); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		if strings.TrimSpace(text) == "" {
+			continue
+		}
+		b.WriteString("\n\n" + role + ": " + text)
+		if b.Len() > x.MaxText {
+			break
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	p.text = b.String()
+	if len(p.text) > x.MaxText {
+		p.text = strings.ToValidUTF8(p.text[:x.MaxText], "")
+	}
+	return p, nil
 }
 
 // settle records what the index holds for the document and whether it is newer than this version

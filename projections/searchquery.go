@@ -110,7 +110,7 @@ func (s *Searcher) Search(ctx context.Context, req SearchRequest) (SearchPage, e
 			return SearchPage{}, ctx.Err()
 		}
 		s.Log.Warn("search: the index failed; answering from PostgreSQL", "error", err)
-		page.Engine, page.Degraded, page.Reason = "postgres", true, "the search index is unavailable; keyword matches of titles, note text and file names only"
+		page.Engine, page.Degraded, page.Reason = "postgres", true, "the search index is unavailable; keyword matches of titles, note and chat text and file names only"
 		if found, err = s.keyword(ctx, req, tenants, want); err != nil {
 			return SearchPage{}, err
 		}
@@ -194,7 +194,8 @@ func (s *Searcher) readable(ctx context.Context, viewer uuid.UUID, hits []index.
 	ok := map[uuid.UUID]bool{}
 	err := s.Queries.tenantTx(ctx, viewer, func(tx pgx.Tx) error {
 		rows, err := tx.Query(ctx, `SELECT n.id FROM notes n WHERE n.id = ANY ($1) AND `+readableSpace("n.space_id")+`
-			UNION ALL SELECT f.id FROM files f WHERE f.id = ANY ($1) AND `+readableFile, ids, viewer, Anyone)
+			UNION ALL SELECT f.id FROM files f WHERE f.id = ANY ($1) AND `+readableFile+`
+			UNION ALL SELECT c.id FROM chats c WHERE c.id = ANY ($1) AND `+readableSpace("c.space_id"), ids, viewer, Anyone)
 		if err != nil {
 			return err
 		}
@@ -216,8 +217,9 @@ func (s *Searcher) readable(ctx context.Context, viewer uuid.UUID, hits []index.
 	return out, nil
 }
 
-// keyword is the PostgreSQL fallback: readable notes whose title or text contains the query, and
-// readable files whose name does, newest first.
+// keyword is the PostgreSQL fallback: readable notes whose title or text contains the query,
+// readable files whose name does, and readable chats whose title or a message's text does, newest
+// first.
 func (s *Searcher) keyword(ctx context.Context, req SearchRequest, tenants []string, limit int) ([]SearchResult, error) {
 	kinds := map[string]bool{}
 	for _, k := range req.Kinds {
@@ -239,8 +241,15 @@ func (s *Searcher) keyword(ctx context.Context, req SearchRequest, tenants []str
 			UNION ALL
 			SELECT 'file', f.id, f.space_id, f.name, f.name FROM files f
 			WHERE $8 AND f.tenant_id = ANY ($5) AND ($6::uuid IS NULL OR f.space_id = $6)
-			  AND strpos(lower(f.name), lower($7)) > 0 AND `+readableFile+`) r
-			ORDER BY r.id DESC LIMIT $1`, limit, req.Viewer, Anyone, all || kinds["note"], tenantIDs, req.SpaceID, req.Text, all || kinds["file"])
+			  AND strpos(lower(f.name), lower($7)) > 0 AND `+readableFile+`
+			UNION ALL
+			SELECT 'chat', c.id, c.space_id, c.title, coalesce(m.text, c.title) FROM chats c
+			LEFT JOIN LATERAL (SELECT e.part->>'text' AS text FROM chat_messages cm, jsonb_array_elements(cm.parts) e(part)
+				WHERE cm.chat_id = c.id AND cm.status = 'complete' AND e.part->>'type' = 'text' AND strpos(lower(e.part->>'text'), lower($7)) > 0
+				LIMIT 1) m ON true
+			WHERE $9 AND c.tenant_id = ANY ($5) AND ($6::uuid IS NULL OR c.space_id = $6)
+			  AND (strpos(lower(c.title), lower($7)) > 0 OR m.text IS NOT NULL) AND `+readableSpace("c.space_id")+`) r
+			ORDER BY r.id DESC LIMIT $1`, limit, req.Viewer, Anyone, all || kinds["note"], tenantIDs, req.SpaceID, req.Text, all || kinds["file"], all || kinds["chat"])
 		if err != nil {
 			return err
 		}

@@ -23,6 +23,8 @@ import (
 	_ "gocloud.dev/blob/memblob"  // mem:// buckets
 	_ "gocloud.dev/blob/s3blob"   // s3:// buckets
 
+	"github.com/atlas-workspace/atlas/ai/llm"
+	"github.com/atlas-workspace/atlas/assistant"
 	"github.com/atlas-workspace/atlas/commands"
 	"github.com/atlas-workspace/atlas/eventstore"
 	"github.com/atlas-workspace/atlas/httpapi"
@@ -53,6 +55,7 @@ type App struct {
 	Indexer       *projections.SearchIndexer
 	Search        *projections.Searcher
 	Collections   *projections.SearchCollections
+	Assistant     *assistant.Assistant
 
 	weaviate *weaviate.Client
 
@@ -148,10 +151,21 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	}
 	a.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		newProjectorCollector(a.Runtime))
+	var model assistant.Model
+	if cfg.LLMURL != "" {
+		client, err := llm.New(llm.Config{URL: cfg.LLMURL, Model: cfg.LLMModel, APIKey: cfg.LLMAPIKey, IdleTimeout: cfg.LLMIdle, RequestTimeout: cfg.LLMTimeout})
+		if err != nil {
+			a.Close()
+			return nil, fmt.Errorf("LLM_URL: %w", err)
+		}
+		model = client
+	}
+	a.Assistant = assistant.New(assistant.Config{Chats: a.Commands, Log: a.Store, Model: model, Search: a.Search, Pool: projectorPool, Logger: log,
+		StaleAfter: cfg.ChatStaleAfter, SweepInterval: cfg.ChatSweep})
 	a.API = httpapi.New(httpapi.Deps{
 		Commands: a.Commands, Queries: projections.NewQueries(pool), Consistency: a.Runtime, Log: a.Store,
 		Logger: log, Metrics: a.Registry, Registerer: a.Registry, ConsistencyWait: cfg.ConsistencyWait,
-		Health: health, RateLimiter: limiter, TrustProxyHeaders: cfg.TrustProxy, MaxUpload: cfg.MaxUpload, Search: a.Search,
+		Health: health, RateLimiter: limiter, TrustProxyHeaders: cfg.TrustProxy, MaxUpload: cfg.MaxUpload, Search: a.Search, Assistant: a.Assistant,
 		Signal: a.Signal, Audit: auditing{a.Store, pool}, Roles: projections.NewQueries(pool), Projections: a.Runtime,
 	})
 	return a, nil
@@ -281,6 +295,7 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 	run(func(ctx context.Context) {
 		(&eventstore.Sealer{Pool: a.Pool}).Run(ctx, a.Config.SealInterval, func(err error) { a.Log.Warn("seal", "error", err) })
 	})
+	run(a.Assistant.Run)
 
 	srv := &http.Server{Handler: a.API.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	srv.RegisterOnShutdown(a.API.CloseStreams)

@@ -32,6 +32,10 @@ type Config struct {
 	OrphanSweep     time.Duration // ATLAS_ORPHAN_SWEEP_INTERVAL
 	ReaperLease     time.Duration // ATLAS_BLOB_REAPER_LEASE
 	SealInterval    time.Duration // ATLAS_SEAL_INTERVAL
+	LLMIdle         time.Duration // LLM_IDLE_TIMEOUT
+	LLMTimeout      time.Duration // LLM_REQUEST_TIMEOUT
+	ChatStaleAfter  time.Duration // ATLAS_CHAT_STALE_AFTER
+	ChatSweep       time.Duration // ATLAS_CHAT_SWEEP_INTERVAL
 
 	// Reserved for the capabilities that use them (search, cache, embeddings, assistant); read now so
 	// that `atlas config` shows the whole contract.
@@ -73,6 +77,10 @@ var envVars = []envVar{
 	{"LLM_URL", "", "OpenAI-compatible chat-completions endpoint (unset: no assistant)."},
 	{"LLM_MODEL", "", "Chat model name."},
 	{"LLM_API_KEY", "", "Chat API key."},
+	{"LLM_IDLE_TIMEOUT", "30s", "Longest wait for the model's first or next streamed chunk before a reply fails as stalled."},
+	{"LLM_REQUEST_TIMEOUT", "5m", "Longest model request (one round of a reply, stream included) before the reply fails as timed out."},
+	{"ATLAS_CHAT_STALE_AFTER", "2m", "A chat reply without progress for this long, and written by no live process, fails as interrupted (must exceed LLM_IDLE_TIMEOUT)."},
+	{"ATLAS_CHAT_SWEEP_INTERVAL", "30s", "How often each process looks for interrupted chat replies (and once at start-up)."},
 }
 
 // LoadConfig reads the environment through getenv (os.Getenv in production).
@@ -110,6 +118,10 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		OrphanSweep:      dur("ATLAS_ORPHAN_SWEEP_INTERVAL"),
 		ReaperLease:      dur("ATLAS_BLOB_REAPER_LEASE"),
 		SealInterval:     dur("ATLAS_SEAL_INTERVAL"),
+		LLMIdle:          dur("LLM_IDLE_TIMEOUT"),
+		LLMTimeout:       dur("LLM_REQUEST_TIMEOUT"),
+		ChatStaleAfter:   dur("ATLAS_CHAT_STALE_AFTER"),
+		ChatSweep:        dur("ATLAS_CHAT_SWEEP_INTERVAL"),
 		WeaviateURL:      get("WEAVIATE_URL"),
 		WeaviateGRPC:     get("WEAVIATE_GRPC_URL"),
 		WeaviateBin:      get("ATLAS_WEAVIATE_BIN"),
@@ -140,6 +152,12 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	c.MaxUpload = maxUp
 	if err := c.LogLevel.UnmarshalText([]byte(get("ATLAS_LOG_LEVEL"))); err != nil {
 		errs = append(errs, fmt.Sprintf("ATLAS_LOG_LEVEL=%q must be debug, info, warn or error", get("ATLAS_LOG_LEVEL")))
+	}
+	if (c.LLMURL == "") != (c.LLMModel == "") {
+		errs = append(errs, "LLM_URL and LLM_MODEL are set together (both unset: no assistant)")
+	}
+	if c.ChatStaleAfter > 0 && c.ChatStaleAfter <= c.LLMIdle {
+		errs = append(errs, fmt.Sprintf("ATLAS_CHAT_STALE_AFTER (%s) must exceed LLM_IDLE_TIMEOUT (%s)", c.ChatStaleAfter, c.LLMIdle))
 	}
 	if u, err := url.Parse(c.DatabaseURL); err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
 		errs = append(errs, "DATABASE_URL must be a postgres:// URL")

@@ -39,10 +39,11 @@ var allowed = map[string][]string{
 	"projections": {"projections", "domain", "eventstore", "search"},
 	"search":      {"search"},
 	"ai":          {"ai"},
+	"assistant":   {"assistant", "domain", "eventstore", "commands", "projections", "search", "ai"},
 	"httpapi":     {"httpapi", "domain", "eventstore", "commands", "projections"},
 	"migrations":  {"migrations"},
 	"internal":    {"internal", "migrations", "eventstore"},
-	"cmd":         {"cmd", "domain", "eventstore", "commands", "projections", "httpapi", "migrations", "search", "ai"},
+	"cmd":         {"cmd", "domain", "eventstore", "commands", "projections", "httpapi", "migrations", "search", "ai", "assistant"},
 }
 
 // Infrastructure the domain must not touch.
