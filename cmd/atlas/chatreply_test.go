@@ -183,7 +183,11 @@ func partsText(m map[string]any, kind string) string {
 func TestChatReplyStreams(t *testing.T) {
 	s, llm := assistantServer(t, nil)
 	token, _, chatID := s.newChat("stream@example.com")
-	r := s.do("GET", "/api/v1/chats/"+chatID, token, nil)
+	var r resp
+	waitFor(t, 5*time.Second, "the chat to be readable", func() bool {
+		r = s.do("GET", "/api/v1/chats/"+chatID, token, nil)
+		return r.status == 200
+	})
 	if a := r.json(t)["assistant"].(map[string]any); a["configured"] != true || a["model"] != "fake-model" {
 		t.Fatalf("assistant: %s", r.body)
 	}
