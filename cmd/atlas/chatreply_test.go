@@ -14,6 +14,7 @@ import (
 	"github.com/atlas-workspace/atlas/commands"
 	"github.com/atlas-workspace/atlas/domain/chat"
 	"github.com/atlas-workspace/atlas/internal/llmtest"
+	"github.com/atlas-workspace/atlas/search/index"
 )
 
 // sseEvent is one Server-Sent Event as a client reads it.
@@ -466,3 +467,129 @@ func uuidOf(t *testing.T, s string) uuid.UUID {
 }
 
 func textParts(text string) []chat.Part { return []chat.Part{{Type: chat.PartText, Text: text}} }
+
+// TestChatSearch: a chat is indexed with its user messages and completed replies (one document per
+// chat), found by those who may read its space and by kind, and removed from the index when the
+// chat is deleted.
+func TestChatSearch(t *testing.T) {
+	s, llm := assistantServer(t, nil)
+	token, spaceID, chatID := s.newChat("chat-search@example.com")
+	other, _, _ := s.register("chat-search-other@example.com", "Other")
+	llm.Push(llmtest.Reply{Deltas: []string{"The", " wombatgala", " is in May."}})
+	m := s.post(token, chatID, "When is the quokkafest?")
+	s.waitMessage(token, chatID, m["reply"].(map[string]any)["id"].(string), "complete")
+	for _, word := range []string{"quokkafest", "wombatgala"} {
+		waitFor(t, 60*time.Second, "the chat found by "+word, func() bool {
+			ids, _ := s.searchIDs(token, word, "mode", "keyword")
+			return contains(ids, chatID)
+		})
+	}
+	if ids, _ := s.searchIDs(token, "wombatgala", "kinds", "chat", "space_id", spaceID); !contains(ids, chatID) {
+		t.Fatalf("kinds=chat does not find the chat: %v", ids)
+	}
+	if ids, _ := s.searchIDs(token, "wombatgala", "kinds", "note"); contains(ids, chatID) {
+		t.Fatalf("kinds=note finds the chat: %v", ids)
+	}
+	for _, mode := range []string{"keyword", "hybrid", "semantic"} {
+		if ids, _ := s.searchIDs(other, "wombatgala quokkafest", "mode", mode); contains(ids, chatID) {
+			t.Fatalf("%s: a stranger finds the chat: %v", mode, ids)
+		}
+	}
+	expect(t, s.do("DELETE", "/api/v1/chats/"+chatID, token, nil), 200, "")
+	waitFor(t, 60*time.Second, "the chat's search entries to go", func() bool {
+		var n int
+		if err := s.app.ProjectorPool.QueryRow(t.Context(), `SELECT (SELECT count(*) FROM search_docs WHERE doc_id = $1) + (SELECT count(*) FROM search_work WHERE doc_id = $1)`, chatID).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n == 0
+	})
+	if ids, _ := s.searchIDs(token, "wombatgala", "mode", "keyword"); contains(ids, chatID) {
+		t.Fatalf("a deleted chat is found: %v", ids)
+	}
+	hits, err := s.app.Indexer.Index.Search(t.Context(), index.Query{Tenants: []string{s.userID(token)}, Text: "wombatgala", Mode: index.Keyword, Limit: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range hits {
+		if h.DocID.String() == chatID {
+			t.Fatalf("the index still holds the deleted chat: %+v", h)
+		}
+	}
+}
+
+// userID is the id of the user behind token.
+func (s *server) userID(token string) string {
+	s.t.Helper()
+	r := s.do("GET", "/api/v1/me", token, nil)
+	expect(s.t, r, 200, "")
+	return r.json(s.t)["id"].(string)
+}
+
+// TestChatReplyCancelFromAnotherProcess cancels a reply through the command side only, as another
+// process would: the writer finds out on its next append (a version conflict), reloads, sees the
+// cancel and stops without writing more.
+func TestChatReplyCancelFromAnotherProcess(t *testing.T) {
+	s, llm := assistantServer(t, nil)
+	token, _, chatID := s.newChat("cancel-elsewhere@example.com")
+	var deltas []string
+	for i := 0; i < 300; i++ {
+		deltas = append(deltas, "y ")
+	}
+	llm.Push(llmtest.Reply{Deltas: deltas, DeltaDelay: 20 * time.Millisecond})
+	m := s.post(token, chatID, "go on")
+	id := m["reply"].(map[string]any)["id"].(string)
+	waitFor(t, 10*time.Second, "a persisted chunk", func() bool {
+		r := s.do("GET", "/api/v1/chats/"+chatID+"/messages/"+id, token, nil)
+		return r.status == 200 && partsText(r.json(t), "text") != ""
+	})
+	res, err := s.app.Commands.CancelReply(t.Context(), commandsContext(t, s, token), uuidOf(t, chatID), uuidOf(t, id))
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "the writer to stop", func() bool { return s.app.Assistant.Running() == 0 })
+	recs, err := s.app.Store.ReadStream(t.Context(), uuidOf(t, chatID), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if last := recs[len(recs)-1]; last.StreamVersion != res.Chat.Version || last.Name != chat.EventReplyCancelled {
+		t.Fatalf("after the cancel (version %d) the stream ends with %s at %d", res.Chat.Version, last.Name, last.StreamVersion)
+	}
+	if len(llm.Requests()) != 1 {
+		t.Fatalf("%d model requests", len(llm.Requests()))
+	}
+}
+
+// TestChatPersonalDataIsSealed: the free text of a chat in a personal space (title, messages,
+// reply chunks) is stored sealed with the owner's key; in an organization's space it is not.
+func TestChatPersonalDataIsSealed(t *testing.T) {
+	s, llm := assistantServer(t, nil)
+	token, _, chatID := s.newChat("sealed@example.com")
+	llm.Push(llmtest.Reply{Deltas: []string{"reply-kumquat"}})
+	m := s.post(token, chatID, "message-kumquat")
+	s.waitMessage(token, chatID, m["reply"].(map[string]any)["id"].(string), "complete")
+	r := s.do("POST", "/api/v1/orgs", token, map[string]string{"name": "Org", "slug": "org-sealed"})
+	expect(t, r, 201, "")
+	r = s.do("POST", "/api/v1/spaces", token, map[string]any{"org_id": r.json(t)["id"], "name": "Team", "slug": "team"})
+	expect(t, r, 201, "")
+	r = s.do("POST", "/api/v1/spaces/"+r.json(t)["id"].(string)+"/chats", token, map[string]any{"title": "team-kumquat"})
+	expect(t, r, 201, "")
+	orgChat := r.json(t)["id"].(string)
+	count := func(stream, word string) int {
+		var n int
+		if err := s.app.Pool.QueryRow(t.Context(), `SELECT count(*) FROM events WHERE stream_id = $1 AND data::text LIKE '%' || $2 || '%'`, stream, word).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if n := count(chatID, "kumquat") + count(chatID, "Chat"); n != 0 {
+		t.Fatalf("%d events of a personal chat hold its text in the clear", n)
+	}
+	if count(orgChat, "team-kumquat") != 1 {
+		t.Fatal("an organization's chat title is not stored as it is")
+	}
+	// Read back, the text is there.
+	r = s.do("GET", "/api/v1/chats/"+chatID+"/messages", token, nil)
+	if !strings.Contains(string(r.body), "message-kumquat") || !strings.Contains(string(r.body), "reply-kumquat") {
+		t.Fatalf("messages: %s", r.body)
+	}
+}

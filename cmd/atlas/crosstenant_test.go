@@ -17,6 +17,7 @@ func TestCrossTenantIsolation(t *testing.T) {
 		invitation, invitationTk string
 		key, note                string
 		folder, file, link       string
+		chat, message            string
 	}
 	mk := func(name string) tenant {
 		var tn tenant
@@ -49,6 +50,12 @@ func TestCrossTenantIsolation(t *testing.T) {
 		r = s.do("POST", "/api/v1/me/api-keys", tn.owner, map[string]string{"name": "key"})
 		expect(t, r, 201, "")
 		tn.key = r.json(t)["id"].(string)
+		r = s.do("POST", "/api/v1/spaces/"+tn.space+"/chats", tn.owner, map[string]string{"title": name + " chat"})
+		expect(t, r, 201, "")
+		tn.chat = r.json(t)["id"].(string)
+		r = s.do("POST", "/api/v1/chats/"+tn.chat+"/messages", tn.owner, textMessage(name+" chatword secret"))
+		expect(t, r, 201, "")
+		tn.message = r.json(t)["id"].(string)
 		return tn
 	}
 	a, b := mk("alpha"), mk("beta")
@@ -113,6 +120,18 @@ func TestCrossTenantIsolation(t *testing.T) {
 			{"POST", "/api/v1/spaces/" + their.space + "/files", map[string]string{"file": "x"}, 0},
 			{"GET", "/api/v1/spaces/" + their.space + "/folders", nil, 0},
 			{"POST", "/api/v1/spaces/" + their.space + "/folders", map[string]string{"name": "x"}, 0},
+			{"GET", "/api/v1/chats/" + their.chat, nil, 0},
+			{"GET", "/api/v1/chats/" + their.chat + "?as_of=2030-01-01T00:00:00Z", nil, 0},
+			{"PATCH", "/api/v1/chats/" + their.chat, map[string]string{"title": "x"}, 0},
+			{"DELETE", "/api/v1/chats/" + their.chat, nil, 0},
+			{"GET", "/api/v1/chats/" + their.chat + "/history", nil, 0},
+			{"GET", "/api/v1/chats/" + their.chat + "/messages", nil, 0},
+			{"POST", "/api/v1/chats/" + their.chat + "/messages", textMessage("x"), 0},
+			{"GET", "/api/v1/chats/" + their.chat + "/messages/" + their.message, nil, 0},
+			{"POST", "/api/v1/chats/" + their.chat + "/messages/" + their.message + "/cancel", nil, 0},
+			{"GET", "/api/v1/chats/" + their.chat + "/stream", nil, 0},
+			{"GET", "/api/v1/spaces/" + their.space + "/chats", nil, 0},
+			{"POST", "/api/v1/spaces/" + their.space + "/chats", map[string]string{"title": "x"}, 0},
 			// Swapped parents: my organization, their child (swappedParents routes, last in the list).
 			{"PATCH", "/api/v1/orgs/" + mine.org + "/members/" + their.memberID, map[string]string{"role": "admin"}, 403},
 			{"DELETE", "/api/v1/orgs/" + mine.org + "/members/" + their.memberID, nil, 0},
@@ -123,9 +142,11 @@ func TestCrossTenantIsolation(t *testing.T) {
 			{"PATCH", "/api/v1/files/" + mine.file, map[string]string{"folder_id": their.folder}, 403},
 			{"PATCH", "/api/v1/folders/" + mine.folder, map[string]string{"parent_id": their.folder}, 403},
 			{"DELETE", "/api/v1/files/" + mine.file + "/links/" + their.link, nil, 403},
+			{"GET", "/api/v1/chats/" + mine.chat + "/messages/" + their.message, nil, 0},
+			{"POST", "/api/v1/chats/" + mine.chat + "/messages/" + their.message + "/cancel", nil, 403},
 		}
 	}
-	const swappedParents = 9
+	const swappedParents = 11
 	for _, c := range []struct {
 		who, token string
 		member     bool
@@ -188,10 +209,25 @@ func TestCrossTenantIsolation(t *testing.T) {
 	if items := r.json(t)["items"].([]any); len(items) != 1 || items[0].(map[string]any)["live"] != true {
 		t.Errorf("beta's link after the attempts: %s", r.body)
 	}
+	r = s.do("GET", "/api/v1/chats/"+b.chat+"/messages", b.owner, nil)
+	if items := r.json(t)["items"].([]any); r.status != 200 || len(items) != 1 {
+		t.Errorf("beta's chat after the attempts: %s", r.body)
+	}
 	// Search never crosses tenants: beta's own word finds beta's note for beta, nothing of it for
 	// alpha or the outsider, in any mode.
 	s.waitIndexed(b.owner, "/api/v1/notes/"+b.note)
 	s.waitIndexed(a.owner, "/api/v1/notes/"+a.note)
+	s.waitIndexed(b.owner, "/api/v1/chats/"+b.chat)
+	if ids, _ := s.searchIDs(b.owner, "beta chatword", "mode", "keyword"); !contains(ids, b.chat) {
+		t.Errorf("beta does not find its own chat: %v", ids)
+	}
+	for _, mode := range []string{"keyword", "semantic", "hybrid"} {
+		for _, who := range []string{a.owner, a.member, outsider} {
+			if ids, _ := s.searchIDs(who, "beta chatword secret", "mode", mode); contains(ids, b.chat) {
+				t.Errorf("%s search by a stranger finds beta's chat: %v", mode, ids)
+			}
+		}
+	}
 	if ids, _ := s.searchIDs(b.owner, "beta note", "mode", "keyword"); !contains(ids, b.note) {
 		t.Errorf("beta does not find its own note: %v", ids)
 	}
