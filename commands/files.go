@@ -67,7 +67,7 @@ func (h *Handlers) FileViewer(ctx context.Context, actor, spaceID uuid.UUID) (sp
 		return st, file.Viewer{ID: actor}, err
 	}
 	return st, file.Viewer{ID: actor, SpaceLive: true, ReadSpace: st.CanRead(actor, orgRole), WriteSpace: st.CanWrite(actor, orgRole),
-		OrgMember: st.OrgID != nil && orgRole != "", SpaceIsPersonal: st.OrgID == nil}, nil
+		OrgMember: st.OrgID != nil && orgRole != "", SpaceIsPersonal: st.OrgID == nil, SpaceOwner: st.OwnerUserID}, nil
 }
 
 // folderChain walks from folder id up to the root of spaceID. It returns the folder ids from id

@@ -62,7 +62,7 @@ func (h *Handlers) CreateNote(ctx context.Context, cc Context, spaceID uuid.UUID
 		return NoteResult{}, err
 	}
 	id := uuid.Must(uuid.NewV7())
-	evs, err := note.Decide(note.State{}, note.Create{NoteID: id, SpaceID: spaceID, Access: access, Title: title, Body: body}, h.now())
+	evs, err := note.Decide(note.State{}, note.Create{NoteID: id, SpaceID: spaceID, Subject: sp.OwnerUserID, Access: access, Title: title, Body: body}, h.now())
 	if err != nil {
 		return NoteResult{}, err
 	}
@@ -77,21 +77,21 @@ func (h *Handlers) CreateNote(ctx context.Context, cc Context, spaceID uuid.UUID
 // EditNote changes a note's title or body; each edit is a revision. Errors: CodeInvalid,
 // CodeNotFound, CodeForbidden, CodeVersionConflict.
 func (h *Handlers) EditNote(ctx context.Context, cc Context, id uuid.UUID, expected int64, title, body *string) (NoteResult, error) {
-	return h.changeNote(ctx, cc, id, expected, func(a note.Access) any {
-		return note.Edit{Access: a, ExpectedVersion: expected, Title: title, Body: body}
+	return h.changeNote(ctx, cc, id, expected, func(a note.Access, subject *uuid.UUID) any {
+		return note.Edit{Subject: subject, Access: a, ExpectedVersion: expected, Title: title, Body: body}
 	})
 }
 
 // DeleteNote deletes a note. Errors: CodeNotFound, CodeForbidden, CodeVersionConflict.
 func (h *Handlers) DeleteNote(ctx context.Context, cc Context, id uuid.UUID, expected int64) (NoteResult, error) {
-	return h.changeNote(ctx, cc, id, expected, func(a note.Access) any {
+	return h.changeNote(ctx, cc, id, expected, func(a note.Access, _ *uuid.UUID) any {
 		return note.Delete{Access: a, ExpectedVersion: expected}
 	})
 }
 
 // changeNote loads, decides and appends; without an expected version it retries a lost race a few
 // times, as changeSpace does.
-func (h *Handlers) changeNote(ctx context.Context, cc Context, id uuid.UUID, expected int64, command func(note.Access) any) (NoteResult, error) {
+func (h *Handlers) changeNote(ctx context.Context, cc Context, id uuid.UUID, expected int64, command func(note.Access, *uuid.UUID) any) (NoteResult, error) {
 	if prev, ok, err := h.replay(ctx, cc); err != nil || ok {
 		return h.noteReplay(ctx, prev, err)
 	}
@@ -104,21 +104,22 @@ func (h *Handlers) changeNote(ctx context.Context, cc Context, id uuid.UUID, exp
 	}
 }
 
-func (h *Handlers) changeNoteOnce(ctx context.Context, cc Context, id uuid.UUID, command func(note.Access) any) (NoteResult, error) {
+func (h *Handlers) changeNoteOnce(ctx context.Context, cc Context, id uuid.UUID, command func(note.Access, *uuid.UUID) any) (NoteResult, error) {
 	st, last, err := load(ctx, h.store, id, 0, note.Evolve)
 	if err != nil {
 		return NoteResult{}, err
 	}
 	var access note.Access
 	var tenant uuid.UUID
+	var subject *uuid.UUID
 	if st.Version > 0 {
 		var sp space.State
 		if sp, access, err = h.SpaceAccess(ctx, cc.Actor, st.SpaceID); err != nil {
 			return NoteResult{}, err
 		}
-		tenant = sp.Owner()
+		tenant, subject = sp.Owner(), sp.OwnerUserID
 	}
-	evs, err := note.Decide(st, command(access), h.now())
+	evs, err := note.Decide(st, command(access, subject), h.now())
 	if err != nil {
 		return NoteResult{}, err
 	}

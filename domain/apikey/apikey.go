@@ -24,14 +24,25 @@ const (
 const MaxNameLength = 100
 
 // Created records a new key of UserID. KeyHash is the hex SHA-256 of the key; Prefix is the key's
-// first characters, shown in listings so a user can tell keys apart.
+// first characters, shown in listings so a user can tell keys apart. The name is free text of the
+// user's and so their personal data: SubjectID (the user) seals it under their key. Keys created
+// before the field existed have no subject and keep their name as it is.
 type Created struct {
-	KeyID     uuid.UUID `json:"key_id"`
-	UserID    uuid.UUID `json:"user_id"`
-	Name      string    `json:"name"`
-	KeyHash   string    `json:"key_hash"`
-	Prefix    string    `json:"prefix"`
-	CreatedAt time.Time `json:"created_at"`
+	KeyID     uuid.UUID  `json:"key_id"`
+	UserID    uuid.UUID  `json:"user_id"`
+	SubjectID *uuid.UUID `json:"subject_id,omitempty"`
+	Name      string     `json:"name"`
+	KeyHash   string     `json:"key_hash"`
+	Prefix    string     `json:"prefix"`
+	CreatedAt time.Time  `json:"created_at"`
+}
+
+// PersonalData implements domain.PersonalData: the key's name.
+func (e *Created) PersonalData() (uuid.UUID, []*string) {
+	if e.SubjectID == nil {
+		return uuid.Nil, nil
+	}
+	return *e.SubjectID, []*string{&e.Name}
 }
 
 // Revoked records that the key no longer authenticates anyone.
@@ -88,7 +99,8 @@ func Decide(s State, cmd any, now time.Time) ([]domain.Event, error) {
 		if c.KeyHash == "" || c.Actor == uuid.Nil {
 			return nil, domain.Errorf(domain.CodeInternal, "api key: missing hash or actor")
 		}
-		return []domain.Event{Created{KeyID: c.KeyID, UserID: c.Actor, Name: strings.TrimSpace(c.Name),
+		subject := c.Actor
+		return []domain.Event{Created{KeyID: c.KeyID, UserID: c.Actor, SubjectID: &subject, Name: strings.TrimSpace(c.Name),
 			KeyHash: c.KeyHash, Prefix: c.Prefix, CreatedAt: now}}, nil
 	case Revoke:
 		if s.Version == 0 || s.UserID != c.Actor || s.RevokedAt != nil {

@@ -65,6 +65,7 @@ type Content struct {
 type Uploaded struct {
 	FileID     uuid.UUID  `json:"file_id"`
 	SpaceID    uuid.UUID  `json:"space_id"`
+	SubjectID  *uuid.UUID `json:"subject_id,omitempty"`
 	FolderID   *uuid.UUID `json:"folder_id,omitempty"`
 	Name       string     `json:"name"`
 	Visibility string     `json:"visibility"`
@@ -79,9 +80,32 @@ type VersionAdded struct {
 
 // Renamed records a new name.
 type Renamed struct {
-	FileID    uuid.UUID `json:"file_id"`
-	Name      string    `json:"name"`
-	RenamedAt time.Time `json:"renamed_at"`
+	FileID    uuid.UUID  `json:"file_id"`
+	SubjectID *uuid.UUID `json:"subject_id,omitempty"`
+	Name      string     `json:"name"`
+	RenamedAt time.Time  `json:"renamed_at"`
+}
+
+// SubjectID, on the events that carry a file's or folder's name, is set in a personal space (owned by
+// a user): the name is then that user's personal data, sealed under their key, so erasing the user
+// makes it unreadable. Events recorded before the field existed have no subject and keep the name as
+// it is.
+
+// PersonalData implements domain.PersonalData: the name, in personal spaces.
+func (e *Uploaded) PersonalData() (uuid.UUID, []*string) {
+	return subject(e.SubjectID), []*string{&e.Name}
+}
+
+// PersonalData implements domain.PersonalData: the name, in personal spaces.
+func (e *Renamed) PersonalData() (uuid.UUID, []*string) {
+	return subject(e.SubjectID), []*string{&e.Name}
+}
+
+func subject(id *uuid.UUID) uuid.UUID {
+	if id == nil {
+		return uuid.Nil
+	}
+	return *id
 }
 
 // Moved records a new folder (none: the space's root).
@@ -199,6 +223,9 @@ type Viewer struct {
 	WriteSpace      bool // may write the space's content (editors, managers)
 	OrgMember       bool // belongs to the space's organization (organization spaces only)
 	SpaceIsPersonal bool
+	// SpaceOwner is the user who owns a personal space (nil for an organization's space): file and
+	// folder names there are their personal data, sealed under their key.
+	SpaceOwner *uuid.UUID
 }
 
 // CanRead reports whether v may read the file's metadata and content.
@@ -351,7 +378,7 @@ func Decide(s State, cmd any, now time.Time) ([]domain.Event, error) {
 		}
 		content := c.Content
 		content.Version, content.UploadedBy, content.UploadedAt = 1, c.Viewer.ID, now
-		return []domain.Event{Uploaded{FileID: c.FileID, SpaceID: c.SpaceID, FolderID: c.FolderID, Name: c.Name,
+		return []domain.Event{Uploaded{FileID: c.FileID, SpaceID: c.SpaceID, SubjectID: c.Viewer.SpaceOwner, FolderID: c.FolderID, Name: c.Name,
 			Visibility: c.Visibility, Content: content}}, nil
 	case AddVersion:
 		if err := s.authorize(c.Viewer, c.ExpectedVersion); err != nil {
@@ -383,7 +410,7 @@ func Decide(s State, cmd any, now time.Time) ([]domain.Event, error) {
 		}
 		var evs []domain.Event
 		if c.Name != nil && *c.Name != s.Name {
-			evs = append(evs, Renamed{FileID: s.ID, Name: *c.Name, RenamedAt: now})
+			evs = append(evs, Renamed{FileID: s.ID, SubjectID: c.Viewer.SpaceOwner, Name: *c.Name, RenamedAt: now})
 		}
 		if c.FolderID != nil && !sameFolder(*c.FolderID, s.FolderID) {
 			evs = append(evs, Moved{FileID: s.ID, FolderID: *c.FolderID, MovedAt: now})

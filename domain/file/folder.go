@@ -12,6 +12,7 @@ import (
 type FolderCreated struct {
 	FolderID  uuid.UUID  `json:"folder_id"`
 	SpaceID   uuid.UUID  `json:"space_id"`
+	SubjectID *uuid.UUID `json:"subject_id,omitempty"`
 	ParentID  *uuid.UUID `json:"parent_id,omitempty"`
 	Name      string     `json:"name"`
 	CreatedAt time.Time  `json:"created_at"`
@@ -19,9 +20,20 @@ type FolderCreated struct {
 
 // FolderRenamed records a new name.
 type FolderRenamed struct {
-	FolderID  uuid.UUID `json:"folder_id"`
-	Name      string    `json:"name"`
-	RenamedAt time.Time `json:"renamed_at"`
+	FolderID  uuid.UUID  `json:"folder_id"`
+	SubjectID *uuid.UUID `json:"subject_id,omitempty"`
+	Name      string     `json:"name"`
+	RenamedAt time.Time  `json:"renamed_at"`
+}
+
+// PersonalData implements domain.PersonalData: the name, in personal spaces (see Renamed).
+func (e *FolderCreated) PersonalData() (uuid.UUID, []*string) {
+	return subject(e.SubjectID), []*string{&e.Name}
+}
+
+// PersonalData implements domain.PersonalData: the name, in personal spaces (see Renamed).
+func (e *FolderRenamed) PersonalData() (uuid.UUID, []*string) {
+	return subject(e.SubjectID), []*string{&e.Name}
 }
 
 // FolderMoved records a new parent (none: the root).
@@ -124,7 +136,7 @@ func DecideFolder(f Folder, cmd any, now time.Time) ([]domain.Event, error) {
 		if err := v.Err(); err != nil {
 			return nil, err
 		}
-		return []domain.Event{FolderCreated{FolderID: c.FolderID, SpaceID: c.SpaceID, ParentID: c.ParentID, Name: c.Name, CreatedAt: now}}, nil
+		return []domain.Event{FolderCreated{FolderID: c.FolderID, SpaceID: c.SpaceID, SubjectID: c.Viewer.SpaceOwner, ParentID: c.ParentID, Name: c.Name, CreatedAt: now}}, nil
 	case UpdateFolder:
 		if err := f.authorize(c.Viewer, c.ExpectedVersion); err != nil {
 			return nil, err
@@ -149,7 +161,7 @@ func DecideFolder(f Folder, cmd any, now time.Time) ([]domain.Event, error) {
 		}
 		var evs []domain.Event
 		if c.Name != nil && *c.Name != f.Name {
-			evs = append(evs, FolderRenamed{FolderID: f.ID, Name: *c.Name, RenamedAt: now})
+			evs = append(evs, FolderRenamed{FolderID: f.ID, SubjectID: c.Viewer.SpaceOwner, Name: *c.Name, RenamedAt: now})
 		}
 		if move {
 			evs = append(evs, FolderMoved{FolderID: f.ID, ParentID: *c.ParentID, MovedAt: now})

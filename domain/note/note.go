@@ -28,21 +28,43 @@ const (
 	MaxBodyBytes   = 512 << 10 // bytes of UTF-8; a JSON request carrying it stays under the 1 MiB body limit
 )
 
-// Created records a new note; it is the note's first revision.
+// Created records a new note; it is the note's first revision. SubjectID is set for a note in a
+// personal space (owned by a user): its title and body are then that user's personal data, sealed
+// under their key, so erasing the user makes them unreadable. Events recorded before the field
+// existed have no subject and keep their text as it is.
 type Created struct {
-	NoteID    uuid.UUID `json:"note_id"`
-	SpaceID   uuid.UUID `json:"space_id"`
-	Title     string    `json:"title"`
-	Body      string    `json:"body"`
-	CreatedAt time.Time `json:"created_at"`
+	NoteID    uuid.UUID  `json:"note_id"`
+	SpaceID   uuid.UUID  `json:"space_id"`
+	SubjectID *uuid.UUID `json:"subject_id,omitempty"`
+	Title     string     `json:"title"`
+	Body      string     `json:"body"`
+	CreatedAt time.Time  `json:"created_at"`
 }
 
-// Edited records a new revision: the whole title and body as they now are.
+// Edited records a new revision: the whole title and body as they now are. SubjectID as in Created.
 type Edited struct {
-	NoteID   uuid.UUID `json:"note_id"`
-	Title    string    `json:"title"`
-	Body     string    `json:"body"`
-	EditedAt time.Time `json:"edited_at"`
+	NoteID    uuid.UUID  `json:"note_id"`
+	SubjectID *uuid.UUID `json:"subject_id,omitempty"`
+	Title     string     `json:"title"`
+	Body      string     `json:"body"`
+	EditedAt  time.Time  `json:"edited_at"`
+}
+
+// PersonalData implements domain.PersonalData: title and body, for notes of personal spaces.
+func (e *Created) PersonalData() (uuid.UUID, []*string) {
+	return subject(e.SubjectID), []*string{&e.Title, &e.Body}
+}
+
+// PersonalData implements domain.PersonalData: title and body, for notes of personal spaces.
+func (e *Edited) PersonalData() (uuid.UUID, []*string) {
+	return subject(e.SubjectID), []*string{&e.Title, &e.Body}
+}
+
+func subject(id *uuid.UUID) uuid.UUID {
+	if id == nil {
+		return uuid.Nil
+	}
+	return *id
 }
 
 // Deleted records the deletion of the note.
@@ -75,10 +97,12 @@ type Access struct {
 	Read, Write bool
 }
 
-// Create asks for a new note in a space.
+// Create asks for a new note in a space. Subject is the owner of a personal space (nil for an
+// organization's space): the person whose key seals the note's text.
 type Create struct {
 	NoteID  uuid.UUID
 	SpaceID uuid.UUID
+	Subject *uuid.UUID
 	Access  Access
 	Title   string
 	Body    string
@@ -87,6 +111,7 @@ type Create struct {
 // Edit asks to change the title, the body or both (nil stays). ExpectedVersion, when > 0, must equal
 // the note's version.
 type Edit struct {
+	Subject         *uuid.UUID // as in Create
 	Access          Access
 	ExpectedVersion int64
 	Title           *string
@@ -136,7 +161,7 @@ func Decide(s State, cmd any, now time.Time) ([]domain.Event, error) {
 		if err := v.Err(); err != nil {
 			return nil, err
 		}
-		return []domain.Event{Created{NoteID: c.NoteID, SpaceID: c.SpaceID, Title: strings.TrimSpace(c.Title), Body: c.Body, CreatedAt: now}}, nil
+		return []domain.Event{Created{NoteID: c.NoteID, SpaceID: c.SpaceID, SubjectID: c.Subject, Title: strings.TrimSpace(c.Title), Body: c.Body, CreatedAt: now}}, nil
 	case Edit:
 		if err := s.authorize(c.Access, c.ExpectedVersion); err != nil {
 			return nil, err
@@ -157,7 +182,7 @@ func Decide(s State, cmd any, now time.Time) ([]domain.Event, error) {
 		if title == s.Title && body == s.Body {
 			return nil, nil
 		}
-		return []domain.Event{Edited{NoteID: s.ID, Title: title, Body: body, EditedAt: now}}, nil
+		return []domain.Event{Edited{NoteID: s.ID, SubjectID: c.Subject, Title: title, Body: body, EditedAt: now}}, nil
 	case Delete:
 		if err := s.authorize(c.Access, c.ExpectedVersion); err != nil {
 			return nil, err
