@@ -118,7 +118,9 @@ func (h *Handlers) authenticateAPIKey(ctx context.Context, key string) (uuid.UUI
 	err := h.sessions.Pool.QueryRow(ctx, `
 		SELECT r.stream_id, (e.data->>'user_id')::uuid FROM reservations r
 		JOIN events e ON e.stream_id = r.stream_id AND e.stream_version = 1
-		WHERE r.scope = $1 AND r.key = $2`, APIKeyScope, hexSHA256(key)).Scan(&keyID, &userID)
+		WHERE r.scope = $1 AND r.key = $2
+		  AND NOT EXISTS (SELECT 1 FROM events x WHERE x.stream_id = (e.data->>'user_id')::uuid AND x.event_type = '`+erasedType+`')`,
+		APIKeyScope, hexSHA256(key)).Scan(&keyID, &userID)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return uuid.Nil, domain.Errorf(domain.CodeUnauthenticated, "the token is invalid, expired or revoked")
 	}

@@ -28,6 +28,7 @@ import (
 // RegisterEvents adds every event payload of the aggregates that commands handle to r.
 func RegisterEvents(r *eventstore.Registry) {
 	eventstore.Register[user.Registered](r)
+	eventstore.Register[user.Erased](r)
 	eventstore.Register[space.Created](r)
 	eventstore.Register[space.Renamed](r)
 	eventstore.Register[space.SlugChanged](r)
@@ -113,6 +114,7 @@ type Handlers struct {
 	usage      keyUsage
 	orgLocks   chan struct{} // slots for holding organization locks (orglock.go)
 	bucket     *blob.Bucket  // file content
+	keys       KeyEraser     // destroys personal-data keys (erasure)
 }
 
 // Config configures Handlers.
@@ -123,6 +125,7 @@ type Config struct {
 	Now        func() time.Time
 	SessionTTL time.Duration
 	Bucket     *blob.Bucket // where file content is stored
+	Keys       KeyEraser    // the personal-data keys, destroyed by erasure
 }
 
 // New returns command handlers.
@@ -138,7 +141,7 @@ func New(c Config) *Handlers {
 		c.SessionTTL = 30 * 24 * time.Hour
 	}
 	return &Handlers{store: c.Store, sessions: c.Sessions, hasher: c.Hasher, now: c.Now, sessionTTL: c.SessionTTL,
-		orgLocks: make(chan struct{}, orgLockSlots), bucket: c.Bucket}
+		orgLocks: make(chan struct{}, orgLockSlots), bucket: c.Bucket, keys: c.Keys}
 }
 
 // load folds a stream's events (up to maxVersion; 0 for all) into an aggregate state, and returns the

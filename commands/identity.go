@@ -112,8 +112,12 @@ func (h *Handlers) Authenticate(ctx context.Context, token string) (uuid.UUID, e
 		return h.authenticateAPIKey(ctx, token)
 	}
 	var id uuid.UUID
+	// An erased user's sessions are deleted with the erasure; the check on the log also refuses one
+	// created by a login that raced it.
 	err := h.sessions.Pool.QueryRow(ctx, `SELECT user_id FROM sessions
-		WHERE token_hash = $1 AND revoked_at IS NULL AND expires_at > $2`, hashToken(token), h.now()).Scan(&id)
+		WHERE token_hash = $1 AND revoked_at IS NULL AND expires_at > $2
+		  AND NOT EXISTS (SELECT 1 FROM events e WHERE e.stream_id = sessions.user_id AND e.event_type = '`+erasedType+`')`,
+		hashToken(token), h.now()).Scan(&id)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return uuid.Nil, domain.Errorf(domain.CodeUnauthenticated, "the token is invalid, expired or revoked")
 	}
@@ -198,6 +202,9 @@ func (h *Handlers) Register(ctx context.Context, cc Context, email, name, passwo
 	}
 	return Registration{User: st, Token: token, Position: res.Position}, nil
 }
+
+// erasedType is the stored event type of user.erased.
+const erasedType = "user.erased"
 
 var errEmailTaken = domain.Errorf(domain.CodeConflict, "an account with this email already exists")
 

@@ -34,6 +34,7 @@ type Commands interface {
 	Login(ctx context.Context, email, password string) (commands.Registration, error)
 	Logout(ctx context.Context, token string) error
 	Authenticate(ctx context.Context, token string) (uuid.UUID, error)
+	EraseUser(ctx context.Context, cc commands.Context, password string) (commands.ErasureResult, error)
 	User(ctx context.Context, id uuid.UUID) (user.State, error)
 	Space(ctx context.Context, id uuid.UUID, maxVersion int64) (space.State, error)
 	CreateSpace(ctx context.Context, cc commands.Context, orgID *uuid.UUID, name, slug, visibility string) (commands.SpaceResult, error)
@@ -214,6 +215,7 @@ func New(d Deps) *Server {
 	auth := s.authenticate
 	v1.POST("/auth/logout", s.logout, auth)
 	v1.GET("/me", s.me, auth)
+	v1.DELETE("/me", s.eraseMe, auth)
 	v1.POST("/me/api-keys", s.createAPIKey, auth)
 	v1.GET("/me/api-keys", s.listAPIKeys, auth)
 	v1.DELETE("/me/api-keys/:key_id", s.revokeAPIKey, auth)

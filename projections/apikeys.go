@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/atlas-workspace/atlas/domain/apikey"
+	"github.com/atlas-workspace/atlas/domain/user"
 	"github.com/atlas-workspace/atlas/eventstore"
 )
 
@@ -24,6 +25,11 @@ func APIKeys() *Projector {
 				e := r.Event.(apikey.Created)
 				_, err := tx.Exec(ctx, `INSERT INTO api_keys (id, user_id, name, prefix, created_at, version)
 					VALUES ($1, $2, $3, $4, $5, $6)`, e.KeyID, e.UserID, e.Name, e.Prefix, e.CreatedAt, r.StreamVersion)
+				return err
+			},
+			// An erased user's keys (revoked in the same append) leave the listing with their names.
+			user.EventErased: func(ctx context.Context, tx pgx.Tx, r eventstore.Record) error {
+				_, err := tx.Exec(ctx, `DELETE FROM api_keys WHERE user_id = $1`, r.Event.(user.Erased).UserID)
 				return err
 			},
 			apikey.EventRevoked: func(ctx context.Context, tx pgx.Tx, r eventstore.Record) error {

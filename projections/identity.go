@@ -35,6 +35,14 @@ func Users() *Projector {
 					e.UserID, e.Email, e.Name, e.PersonalSpaceID, r.StreamVersion, e.RegisteredAt)
 				return err
 			},
+			// An erased user's row stays as a tombstone (ids elsewhere still resolve) without their
+			// name or email.
+			user.EventErased: func(ctx context.Context, tx pgx.Tx, r eventstore.Record) error {
+				e := r.Event.(user.Erased)
+				_, err := tx.Exec(ctx, `UPDATE users SET email = $2, name = $2, erased_at = $3, updated_at = $3, version = $4
+					WHERE id = $1`, e.UserID, domain.ErasedValue, e.ErasedAt, r.StreamVersion)
+				return err
+			},
 		},
 	}
 }

@@ -106,9 +106,10 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 				a.Indexer.Nudge() // new work items: index them now rather than at the next poll
 			}
 		},
-	}, projections.Users(), projections.Spaces(), projections.Permissions(), projections.APIKeys(), projections.Orgs(), projections.Notes(), projections.Files(), projections.Chats(), projections.Search(), projections.Platform())
+	}, projections.Users(), projections.Spaces(), projections.Permissions(), projections.APIKeys(), projections.Orgs(), projections.Notes(), projections.Files(), projections.Chats(), projections.Search(), projections.Platform(),
+		projections.Erasure(a.Keys))
 	a.Commands = commands.New(commands.Config{Store: a.Store, Sessions: commands.Sessions{Pool: pool}, Hasher: a.hasher, SessionTTL: cfg.SessionTTL,
-		Bucket: a.Bucket})
+		Bucket: a.Bucket, Keys: a.Keys})
 	a.Reaper = &projections.BlobReaper{Pool: projectorPool, Bucket: a.Bucket, Runtime: a.Runtime, Prefix: commands.BlobPrefix, Log: log,
 		Lease: cfg.ReaperLease}
 	wv, stopWeaviate, err := weaviateClient(cfg, log)

@@ -246,6 +246,11 @@ type (
 		Actor        uuid.UUID
 		InvitationID uuid.UUID
 	}
+	// WithdrawInvitation revokes a pending invitation because the person it is addressed to is being
+	// erased; it needs no manager.
+	WithdrawInvitation struct {
+		InvitationID uuid.UUID
+	}
 	// Accept accepts the invitation with token hash TokenHash as Actor, whose email digest is
 	// ActorEmailDigest.
 	Accept struct {
@@ -378,6 +383,12 @@ func Decide(s State, cmd any, now time.Time) ([]domain.Event, error) {
 		inv, ok := s.Invitations[c.InvitationID]
 		if !ok || inv.State != "pending" {
 			return nil, domain.Errorf(domain.CodeNotFound, "invitation not found")
+		}
+		return []domain.Event{InvitationRevoked{OrgID: s.ID, InvitationID: inv.ID, RevokedAt: now}}, nil
+	case WithdrawInvitation:
+		inv, ok := s.Invitations[c.InvitationID]
+		if !s.Exists() || !ok || inv.State != "pending" {
+			return nil, nil
 		}
 		return []domain.Event{InvitationRevoked{OrgID: s.ID, InvitationID: inv.ID, RevokedAt: now}}, nil
 	case Accept:

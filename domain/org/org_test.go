@@ -70,11 +70,19 @@ func TestDecide(t *testing.T) {
 		{"member removes another", s, org.RemoveMember{Actor: member, UserID: admin}, domain.CodeForbidden},
 		{"admin removes the owner", s, org.RemoveMember{Actor: admin, UserID: owner}, domain.CodeForbidden},
 		{"revoke a pending invitation", s, org.RevokeInvitation{Actor: admin, InvitationID: invID}, ""},
+		{"erasure withdraws a pending invitation", s, org.WithdrawInvitation{InvitationID: invID}, ""},
+		{"erasure withdraws an unknown invitation", s, org.WithdrawInvitation{InvitationID: uuid.New()}, ""},
 		{"member revokes", s, org.RevokeInvitation{Actor: member, InvitationID: invID}, domain.CodeForbidden},
 	} {
 		if _, err := org.Decide(tc.state, tc.cmd, now); domain.ErrorCode(err) != tc.code {
 			t.Errorf("%s: %v, want code %q", tc.name, err, tc.code)
 		}
+	}
+	if evs, _ := org.Decide(s, org.WithdrawInvitation{InvitationID: invID}, now); len(evs) != 1 {
+		t.Fatalf("withdrawing a pending invitation: %v, want one event", evs)
+	}
+	if evs, _ := org.Decide(org.Evolve(s, org.InvitationRevoked{OrgID: id, InvitationID: invID}), org.WithdrawInvitation{InvitationID: invID}, now); len(evs) != 0 {
+		t.Fatalf("withdrawing a revoked invitation: %v, want nothing", evs)
 	}
 	// Evolve copies its maps: an earlier state does not see later members.
 	before := team()

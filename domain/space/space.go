@@ -49,9 +49,14 @@ const MaxNameLength = 200
 var slugRE = regexp.MustCompile(`^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$`)
 
 // Created records a new space. OwnerUserID is set for personal spaces, OrgID for organization spaces.
+// SubjectID is set (to the owner) for personal spaces: the name is then the owner's personal data,
+// sealed under their key, and reads "[erased]" once they are erased. Events recorded before the field
+// existed have no subject and keep the name as it is. Slugs are never sealed (they are reservation
+// keys).
 type Created struct {
 	SpaceID     uuid.UUID  `json:"space_id"`
 	OwnerUserID *uuid.UUID `json:"owner_user_id,omitempty"`
+	SubjectID   *uuid.UUID `json:"subject_id,omitempty"`
 	OrgID       *uuid.UUID `json:"org_id,omitempty"`
 	Personal    bool       `json:"personal"`
 	Name        string     `json:"name"`
@@ -60,11 +65,29 @@ type Created struct {
 	CreatedAt   time.Time  `json:"created_at"`
 }
 
-// Renamed records a new name.
+// Renamed records a new name. SubjectID as in Created.
 type Renamed struct {
-	SpaceID   uuid.UUID `json:"space_id"`
-	Name      string    `json:"name"`
-	RenamedAt time.Time `json:"renamed_at"`
+	SpaceID   uuid.UUID  `json:"space_id"`
+	SubjectID *uuid.UUID `json:"subject_id,omitempty"`
+	Name      string     `json:"name"`
+	RenamedAt time.Time  `json:"renamed_at"`
+}
+
+// PersonalData implements domain.PersonalData: the name of a personal space.
+func (e *Created) PersonalData() (uuid.UUID, []*string) {
+	return subject(e.SubjectID), []*string{&e.Name}
+}
+
+// PersonalData implements domain.PersonalData: the name of a personal space.
+func (e *Renamed) PersonalData() (uuid.UUID, []*string) {
+	return subject(e.SubjectID), []*string{&e.Name}
+}
+
+func subject(id *uuid.UUID) uuid.UUID {
+	if id == nil {
+		return uuid.Nil
+	}
+	return *id
 }
 
 // SlugChanged records a new slug; the old one is released.
@@ -228,6 +251,12 @@ type Delete struct {
 	ExpectedVersion int64
 }
 
+// DeleteForErasure deletes a space owned by OwnerID because its owner is being erased: unlike Delete
+// it also takes the personal space, and it needs no manager (the owner is going).
+type DeleteForErasure struct {
+	OwnerID uuid.UUID
+}
+
 // AddMember gives UserID a role in the space. UserExists says whether such a user is registered;
 // UserOrgRole is their role in the space's organization ("" for none; ignored for personal spaces).
 type AddMember struct {
@@ -304,7 +333,7 @@ func Decide(s State, cmd any, now time.Time) ([]domain.Event, error) {
 				Visibility: c.Visibility, CreatedAt: now}}, nil
 		}
 		owner := c.Actor
-		return []domain.Event{Created{SpaceID: c.SpaceID, OwnerUserID: &owner, Personal: c.Personal,
+		return []domain.Event{Created{SpaceID: c.SpaceID, OwnerUserID: &owner, SubjectID: &owner, Personal: c.Personal,
 			Name: strings.TrimSpace(c.Name), Slug: c.Slug, Visibility: c.Visibility, CreatedAt: now}}, nil
 	case Update:
 		if err := s.authorize(c.Actor, c.OrgRole, c.ExpectedVersion); err != nil {
@@ -328,7 +357,7 @@ func Decide(s State, cmd any, now time.Time) ([]domain.Event, error) {
 		}
 		var evs []domain.Event
 		if c.Name != nil && strings.TrimSpace(*c.Name) != s.Name {
-			evs = append(evs, Renamed{SpaceID: s.ID, Name: strings.TrimSpace(*c.Name), RenamedAt: now})
+			evs = append(evs, Renamed{SpaceID: s.ID, SubjectID: s.OwnerUserID, Name: strings.TrimSpace(*c.Name), RenamedAt: now})
 		}
 		if c.Slug != nil && *c.Slug != s.Slug {
 			evs = append(evs, SlugChanged{SpaceID: s.ID, OldSlug: s.Slug, Slug: *c.Slug, ChangedAt: now})
@@ -343,6 +372,11 @@ func Decide(s State, cmd any, now time.Time) ([]domain.Event, error) {
 		}
 		if s.Personal {
 			return nil, domain.Errorf(domain.CodeConflict, "the personal space cannot be deleted")
+		}
+		return []domain.Event{Deleted{SpaceID: s.ID, Slug: s.Slug, DeletedAt: now}}, nil
+	case DeleteForErasure:
+		if !s.Exists() || s.OrgID != nil || s.OwnerUserID == nil || *s.OwnerUserID != c.OwnerID {
+			return nil, domain.Errorf(domain.CodeNotFound, "space not found")
 		}
 		return []domain.Event{Deleted{SpaceID: s.ID, Slug: s.Slug, DeletedAt: now}}, nil
 	case AddMember:

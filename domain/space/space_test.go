@@ -30,7 +30,7 @@ func given(events ...domain.Event) space.State {
 }
 
 func created(vis string) space.Created {
-	return space.Created{SpaceID: id, OwnerUserID: ptr(owner), Name: "Research", Slug: "research", Visibility: vis, CreatedAt: now}
+	return space.Created{SpaceID: id, OwnerUserID: ptr(owner), SubjectID: ptr(owner), Name: "Research", Slug: "research", Visibility: vis, CreatedAt: now}
 }
 
 func TestDecide(t *testing.T) {
@@ -51,13 +51,13 @@ func TestDecide(t *testing.T) {
 		{"create with a control character", nil, space.Create{Actor: owner, SpaceID: id, Name: "a\x00b", Slug: "r", Visibility: "private"}, nil, domain.CodeInvalid},
 		{"create with a bad visibility", nil, space.Create{Actor: owner, SpaceID: id, Name: "R", Slug: "r", Visibility: "secret"}, nil, domain.CodeInvalid},
 		{"rename and publish", []domain.Event{created("private")}, space.Update{Actor: owner, Name: ptr("New"), Visibility: ptr("public")},
-			[]domain.Event{space.Renamed{SpaceID: id, Name: "New", RenamedAt: now}, space.VisibilityChanged{SpaceID: id, Visibility: "public", ChangedAt: now}}, ""},
+			[]domain.Event{space.Renamed{SpaceID: id, SubjectID: ptr(owner), Name: "New", RenamedAt: now}, space.VisibilityChanged{SpaceID: id, Visibility: "public", ChangedAt: now}}, ""},
 		{"change slug", []domain.Event{created("private")}, space.Update{Actor: owner, Slug: ptr("lab")},
 			[]domain.Event{space.SlugChanged{SpaceID: id, OldSlug: "research", Slug: "lab", ChangedAt: now}}, ""},
 		{"update with nothing new", []domain.Event{created("private")}, space.Update{Actor: owner, Name: ptr("Research")}, nil, ""},
 		{"stale expected version", []domain.Event{created("private")}, space.Update{Actor: owner, ExpectedVersion: 2, Name: ptr("x")}, nil, domain.CodeVersionConflict},
 		{"matching expected version", []domain.Event{created("private")}, space.Update{Actor: owner, ExpectedVersion: 1, Name: ptr("x")},
-			[]domain.Event{space.Renamed{SpaceID: id, Name: "x", RenamedAt: now}}, ""},
+			[]domain.Event{space.Renamed{SpaceID: id, SubjectID: ptr(owner), Name: "x", RenamedAt: now}}, ""},
 		{"stranger updates a private space", []domain.Event{created("private")}, space.Update{Actor: other, Name: ptr("x")}, nil, domain.CodeNotFound},
 		{"stranger updates a public space", []domain.Event{created("public")}, space.Update{Actor: other, Name: ptr("x")}, nil, domain.CodeForbidden},
 		{"update a missing space", nil, space.Update{Actor: owner, Name: ptr("x")}, nil, domain.CodeNotFound},
@@ -66,6 +66,9 @@ func TestDecide(t *testing.T) {
 		{"delete twice", []domain.Event{created("private"), space.Deleted{SpaceID: id, Slug: "research", DeletedAt: now}}, space.Delete{Actor: owner}, nil, domain.CodeNotFound},
 		{"delete the personal space", []domain.Event{space.Created{SpaceID: id, OwnerUserID: ptr(owner), Personal: true, Name: "Personal", Slug: "personal", Visibility: "private", CreatedAt: now}},
 			space.Delete{Actor: owner}, nil, domain.CodeConflict},
+		{"erasure deletes the owner's personal space", []domain.Event{space.Created{SpaceID: id, OwnerUserID: ptr(owner), Personal: true, Name: "Personal", Slug: "personal", Visibility: "private", CreatedAt: now}},
+			space.DeleteForErasure{OwnerID: owner}, []domain.Event{space.Deleted{SpaceID: id, Slug: "personal", DeletedAt: now}}, ""},
+		{"erasure of someone else takes no space", []domain.Event{created("private")}, space.DeleteForErasure{OwnerID: other}, nil, domain.CodeNotFound},
 		{"re-slug the personal space", []domain.Event{space.Created{SpaceID: id, OwnerUserID: ptr(owner), Personal: true, Name: "Personal", Slug: "personal", Visibility: "private", CreatedAt: now}},
 			space.Update{Actor: owner, Slug: ptr("mine")}, nil, domain.CodeInvalid},
 	}
@@ -85,7 +88,7 @@ func TestDecide(t *testing.T) {
 func TestEvolve(t *testing.T) {
 	later := now.Add(time.Hour)
 	s := given(created("private"),
-		space.Renamed{SpaceID: id, Name: "New", RenamedAt: later},
+		space.Renamed{SpaceID: id, SubjectID: ptr(owner), Name: "New", RenamedAt: later},
 		space.SlugChanged{SpaceID: id, OldSlug: "research", Slug: "lab", ChangedAt: later},
 		space.VisibilityChanged{SpaceID: id, Visibility: "public", ChangedAt: later})
 	if s.Name != "New" || s.Slug != "lab" || s.Visibility != "public" || s.Version != 4 || !s.UpdatedAt.Equal(later) || !s.CreatedAt.Equal(now) {

@@ -56,3 +56,51 @@ func TestDecideRegister(t *testing.T) {
 		}
 	}
 }
+
+func TestDecideErase(t *testing.T) {
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	id := uuid.New()
+	s := user.Evolve(user.State{}, user.Registered{UserID: id, Email: "ada@example.com", Name: "Ada", PasswordHash: "h",
+		PersonalSpaceID: uuid.New(), RegisteredAt: now})
+	inv1, inv2 := uuid.New(), uuid.New()
+	ok := user.Erase{Actor: id, PasswordVerified: true, InvitationIDs: []uuid.UUID{inv1, inv2}}
+
+	orgID := uuid.New()
+	cases := []struct {
+		name string
+		s    user.State
+		cmd  user.Erase
+		want domain.Code
+	}{
+		{"someone else", s, user.Erase{Actor: uuid.New(), PasswordVerified: true}, domain.CodeNotFound},
+		{"no such user", user.State{}, ok, domain.CodeNotFound},
+		{"wrong password", s, user.Erase{Actor: id}, domain.CodeForbidden},
+		{"sole owner", s, user.Erase{Actor: id, PasswordVerified: true, SoleOwned: map[uuid.UUID]string{orgID: "Acme"}}, domain.CodeConflict},
+	}
+	for _, tc := range cases {
+		if _, err := user.Decide(tc.s, tc.cmd, now); domain.ErrorCode(err) != tc.want {
+			t.Errorf("%s: %v, want %s", tc.name, err, tc.want)
+		}
+	}
+	var de *domain.Error
+	_, err := user.Decide(s, cases[3].cmd, now)
+	if !errors.As(err, &de) || de.Details[orgID.String()] != "Acme" || !strings.Contains(de.Message, "Acme") {
+		t.Fatalf("sole owner error = %#v, want the organization named in message and details", err)
+	}
+
+	evs, err := user.Decide(s, ok, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := evs[0].(user.Erased)
+	if e.UserID != id || len(e.InvitationIDs) != 2 || !e.ErasedAt.Equal(now) || len(e.Subjects()) != 3 || e.Subjects()[0] != id {
+		t.Fatalf("event = %+v", e)
+	}
+	s = user.Evolve(s, e)
+	if s.Exists() || !s.Erased || s.Email != domain.ErasedValue || s.Name != domain.ErasedValue || s.PasswordHash != "" || s.Version != 2 {
+		t.Fatalf("state after erasure = %+v", s)
+	}
+	if _, err := user.Decide(s, ok, now); domain.ErrorCode(err) != domain.CodeNotFound {
+		t.Fatalf("erasing twice: %v, want not_found", err)
+	}
+}
