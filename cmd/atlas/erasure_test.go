@@ -102,6 +102,11 @@ func TestErasure(t *testing.T) {
 	r = s.do("POST", "/api/v1/spaces", ada, map[string]string{"name": "Quillfeather retreat", "slug": "retreat"})
 	expect(t, r, 201, "")
 	retreat := r.json(t)["id"].(string)
+	r = s.do("POST", "/api/v1/spaces/"+personal+"/chats", ada, map[string]string{"title": "Zanzibarian chat"})
+	expect(t, r, 201, "")
+	chatID := r.json(t)["id"].(string)
+	expect(t, s.do("POST", "/api/v1/chats/"+chatID+"/messages", ada, map[string]any{"role": "user",
+		"parts": []map[string]string{{"type": "text", "text": "my chat secret ocelotish"}}}), 201, "")
 	s.waitIndexed(ada, "/api/v1/notes/"+noteID)
 	if ids, _ := s.searchIDs(ada, "xylophonist quagmirelike"); !contains(ids, noteID) {
 		t.Fatalf("search before erasure finds %v, want the note", ids)
@@ -212,6 +217,7 @@ func TestErasure(t *testing.T) {
 	}
 	expect(t, s.do("GET", "/api/v1/notes/"+noteID, bob, nil, sync...), 404, "not_found")
 	expect(t, s.do("GET", "/api/v1/files/"+fileID, bob, nil, sync...), 404, "not_found")
+	expect(t, s.do("GET", "/api/v1/chats/"+chatID, bob, nil, sync...), 404, "not_found")
 	for _, path := range []string{"/api/v1/orgs/" + acme + "/members", "/api/v1/orgs/" + bobco + "/members", "/api/v1/spaces/" + bobPersonal + "/members", "/api/v1/spaces/" + bobcoSpace + "/members"} {
 		r := s.do("GET", path, bob, nil, sync...)
 		expect(t, r, 200, "")
@@ -225,7 +231,9 @@ func TestErasure(t *testing.T) {
 		t.Fatalf("the invitation to the erased email is still pending: %s", r.body)
 	}
 	waitFor(t, 30*time.Second, "her blobs leave the bucket", func() bool { return blobCount(t, dataDir) == blobsBefore-1 })
-	waitFor(t, 30*time.Second, "her search entries leave the index", func() bool { return len(searchTenant(t, s, db, adaID, "quagmirelike")) == 0 })
+	waitFor(t, 30*time.Second, "her search entries leave the index", func() bool {
+		return len(searchTenant(t, s, db, adaID, "quagmirelike"))+len(searchTenant(t, s, db, adaID, "ocelotish Zanzibarian marmalade Quillfeather")) == 0
+	})
 	var docs int
 	waitFor(t, 30*time.Second, "her search documents are dropped", func() bool {
 		if err := db.QueryRow(ctx, `SELECT count(*) FROM search_docs WHERE space_id = $1 OR doc_id IN ($2, $3)`, personal, noteID, fileID).Scan(&docs); err != nil {
@@ -250,7 +258,7 @@ func TestErasure(t *testing.T) {
 	}
 	// No plaintext of hers anywhere in the database: events (data and metadata), read models,
 	// reservations, work queues.
-	for _, needle := range []string{email, "ada.erasure", name, "Quixotic", title, "Zephyrine", "xylophonist", "quagmirelike", "marmalade", "Quincunx", "Quillfeather", "Ada's laptop"} {
+	for _, needle := range []string{email, "ada.erasure", name, "Quixotic", title, "Zephyrine", "xylophonist", "quagmirelike", "marmalade", "Quincunx", "Quillfeather", "Ada's laptop", "Zanzibarian", "ocelotish"} {
 		if found := plaintextIn(t, db, needle); len(found) > 0 {
 			t.Errorf("%q is still stored in %v", needle, found)
 		}
