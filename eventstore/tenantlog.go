@@ -20,6 +20,15 @@ type TenantFilter struct {
 // that pass filter, never past the oldest transaction still in progress: a reader continuing from
 // the last returned position never skips an event that commits late.
 func (s *Store) ReadTenant(ctx context.Context, tenant uuid.UUID, after Position, f TenantFilter, limit int) ([]Record, error) {
+	var out []Record
+	_, err := s.eachTenantPage(ctx, tenant, after, f, limit, func(r Record) error {
+		out = append(out, r)
+		return nil
+	})
+	return out, err
+}
+
+func (s *Store) eachTenantPage(ctx context.Context, tenant uuid.UUID, after Position, f TenantFilter, limit int, each func(Record) error) (int, error) {
 	var types []string
 	if len(f.Types) > 0 {
 		types = f.Types
@@ -35,28 +44,37 @@ func (s *Store) ReadTenant(ctx context.Context, tenant uuid.UUID, after Position
 		ORDER BY transaction_id, global_position LIMIT $8`,
 		tenant, fmt.Sprint(after.TransactionID), after.GlobalPosition, types, nullUUIDParam(f.Actor), f.From, f.To, limit)
 	if err != nil {
-		return nil, fmt.Errorf("read tenant log: %w", err)
+		return 0, fmt.Errorf("read tenant log: %w", err)
 	}
-	return s.scanRecords(rows)
+	defer rows.Close()
+	n := 0
+	for rows.Next() {
+		r, err := s.scanRecord(rows)
+		if err != nil {
+			return n, err
+		}
+		n++
+		if err := each(r); err != nil {
+			return n, err
+		}
+	}
+	return n, rows.Err()
 }
 
 // EachTenant calls each for every event of tenant after position that passes filter, in delivery
-// order, reading pageSize events at a time (keyset pagination), so memory stays constant however
-// long the log. It stops at the first error each returns.
+// order, one row at a time and pageSize rows per query (keyset pagination), so memory stays constant
+// however long the log. It stops at the first error each returns.
 func (s *Store) EachTenant(ctx context.Context, tenant uuid.UUID, after Position, f TenantFilter, pageSize int, each func(Record) error) error {
 	for {
-		page, err := s.ReadTenant(ctx, tenant, after, f, pageSize)
+		n, err := s.eachTenantPage(ctx, tenant, after, f, pageSize, func(r Record) error {
+			after = r.Position
+			return each(r)
+		})
 		if err != nil {
 			return err
 		}
-		for _, r := range page {
-			if err := each(r); err != nil {
-				return err
-			}
-		}
-		if len(page) < pageSize {
+		if n < pageSize {
 			return nil
 		}
-		after = page[len(page)-1].Position
 	}
 }

@@ -7,10 +7,14 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/atlas-workspace/atlas/commands"
+	"github.com/atlas-workspace/atlas/domain/space"
+	"github.com/atlas-workspace/atlas/eventstore"
 )
 
 // superuser connects to the test database as the role that ran the migrations (a superuser), which
@@ -78,5 +82,76 @@ func TestAuditVerifyCLI(t *testing.T) {
 	}
 	if code, _, _ := runCLI("audit", "verify", "--bogus"); code != 2 {
 		t.Fatalf("bad argument: exit %d", code)
+	}
+}
+
+func TestReplay(t *testing.T) {
+	app, env := openApp(t, nil)
+	getenv := func(k string) string { return env[k] }
+	ctx := context.Background()
+	reg, err := app.Commands.Register(ctx, commands.Context{}, "replay@example.com", "R", "correct horse battery")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sp, err := app.Commands.CreateSpace(ctx, commands.Context{Actor: reg.User.ID}, nil, "Before", "before", "private")
+	if err != nil {
+		t.Fatal(err)
+	}
+	between := time.Now()
+	name := "After"
+	if _, err := app.Commands.UpdateSpace(ctx, commands.Context{Actor: reg.User.ID}, sp.Space.ID, space.Update{Actor: reg.User.ID, Name: &name}); err != nil {
+		t.Fatal(err)
+	}
+	type replayOut struct {
+		StreamType string `json:"stream_type"`
+		Version    int64  `json:"version"`
+		Events     []struct {
+			Type string `json:"type"`
+		} `json:"events"`
+		State map[string]any `json:"state"`
+	}
+	replay := func(args ...string) (int, replayOut, string) {
+		var out, errOut bytes.Buffer
+		code := run(append([]string{"replay"}, args...), getenv, &out, &errOut)
+		var r replayOut
+		if code == 0 {
+			if err := json.Unmarshal(out.Bytes(), &r); err != nil {
+				t.Fatalf("%v: %s", err, out.String())
+			}
+		}
+		return code, r, errOut.String()
+	}
+	code, now, errOut := replay(sp.Space.ID.String())
+	if code != 0 || now.StreamType != "space" || now.Version != 2 || len(now.Events) != 2 || now.State["Name"] != "After" {
+		t.Fatalf("replay now: %d %+v %s", code, now, errOut)
+	}
+	code, then, _ := replay(sp.Space.ID.String(), "--at", between.UTC().Format(time.RFC3339Nano))
+	if code != 0 || then.Version != 1 || len(then.Events) != 1 || then.Events[0].Type != "space.created.v1" || then.State["Name"] != "Before" {
+		t.Fatalf("replay then: %d %+v", code, then)
+	}
+	// The user's stream: another aggregate type.
+	code, u, _ := replay(reg.User.ID.String())
+	if code != 0 || u.StreamType != "user" || u.Version != 1 {
+		t.Fatalf("replay user: %d %+v", code, u)
+	}
+	for _, bad := range [][]string{{}, {"nope"}, {sp.Space.ID.String(), "--at", "yesterday"}} {
+		if code, _, _ := replay(bad...); code != 2 {
+			t.Errorf("replay %v exited %d, want 2", bad, code)
+		}
+	}
+	if code, _, _ := replay(uuid.NewString()); code != 1 {
+		t.Errorf("replay of an unknown stream exited %d, want 1", code)
+	}
+}
+
+// Every aggregate type has a replayer: an event's stream type is its name's first part.
+func TestReplayCoversEveryAggregate(t *testing.T) {
+	reg := eventstore.NewRegistry()
+	commands.RegisterEvents(reg)
+	for _, name := range reg.Names() {
+		typ, _, _ := strings.Cut(name, ".")
+		if replayers[typ] == nil {
+			t.Errorf("%s: no replayer for stream type %q in cmd/atlas/replay.go", name, typ)
+		}
 	}
 }
