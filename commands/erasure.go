@@ -85,6 +85,10 @@ func (h *Handlers) EraseUser(ctx context.Context, cc Context, password string) (
 	}
 }
 
+// userLockKey names the advisory lock that orders an erasure with the creation of the user's own
+// spaces (CreateSpace without an organization takes it shared).
+func userLockKey(id uuid.UUID) string { return "atlas.user:" + id.String() }
+
 // errMoreOrgs: the user joined an organization between looking their organizations up and locking
 // them; the erasure starts over.
 var errMoreOrgs = errors.New("the user's organizations changed during erasure")
@@ -184,6 +188,11 @@ func (h *Handlers) eraseOnce(ctx context.Context, cc Context, st user.State) (er
 	t := &txn{}
 	err = pgx.BeginFunc(ctx, h.sessions.Pool, func(tx pgx.Tx) error {
 		t.Tx = tx
+		// The user's lock first (personal spaces are created under it, shared), then the
+		// organizations' in a fixed order.
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended($1, 0))`, userLockKey(st.ID)); err != nil {
+			return fmt.Errorf("lock user %s: %w", st.ID, err)
+		}
 		for _, id := range locked {
 			if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended($1, 0))`, "atlas.organization:"+id.String()); err != nil {
 				return fmt.Errorf("lock organization %s: %w", id, err)

@@ -56,7 +56,21 @@ func (h *Handlers) CreateSpace(ctx context.Context, cc Context, orgID *uuid.UUID
 		return h.spaceOutcome(ctx, space.State{}, evs, res, prev, err)
 	}
 	if orgID == nil {
-		return create(nil)
+		// A personal space: under the user's shared lock, which erasure takes exclusively, so that a
+		// space created while its owner is being erased is either in the erasure's batch or refused.
+		var out SpaceResult
+		err := h.withLock(ctx, userLockKey(cc.Actor), false, func(t *txn) error {
+			u, err := h.User(ctx, cc.Actor)
+			if err != nil {
+				return err
+			}
+			if !u.Exists() {
+				return domain.Errorf(domain.CodeNotFound, "user not found")
+			}
+			out, err = create(t)
+			return err
+		})
+		return out, err
 	}
 	// Adding to an organization: under its shared lock, so that a concurrent deletion either includes
 	// the new space or is seen by it (orglock.go).
