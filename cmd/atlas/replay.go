@@ -14,6 +14,7 @@ import (
 
 	"github.com/atlas-workspace/atlas/domain"
 	"github.com/atlas-workspace/atlas/domain/apikey"
+	"github.com/atlas-workspace/atlas/domain/chat"
 	"github.com/atlas-workspace/atlas/domain/file"
 	"github.com/atlas-workspace/atlas/domain/note"
 	"github.com/atlas-workspace/atlas/domain/org"
@@ -44,6 +45,7 @@ var replayers = map[string]func([]domain.Event) any{
 	file.StreamType:       folder(file.Evolve),
 	file.FolderStreamType: folder(file.EvolveFolder),
 	platform.StreamType:   folder(platform.Evolve),
+	chat.StreamType:       folder(chat.Evolve),
 }
 
 type replayEvent struct {
