@@ -86,7 +86,8 @@ type chatStream struct {
 	stored int64     // bytes of that reply persisted up to after
 	sent   int64     // bytes of that reply delivered to the client
 	held   []chat.Delta
-	ended  bool // the chat was deleted
+	done   map[uuid.UUID]bool // replies that ended: their late live deltas are dropped
+	ended  bool               // the chat was deleted
 }
 
 // id is the event id that says where the client stands after an event at version after.
@@ -169,6 +170,10 @@ func (cs *chatStream) persisted(ctx context.Context, r eventstore.Record) error 
 }
 
 func (cs *chatStream) endReply(id uuid.UUID) {
+	if cs.done == nil {
+		cs.done = map[uuid.UUID]bool{}
+	}
+	cs.done[id] = true
 	if id == cs.reply {
 		cs.reply, cs.stored, cs.sent, cs.held = uuid.Nil, 0, 0, nil
 	}
@@ -197,6 +202,8 @@ func (cs *chatStream) live() error {
 	keep := cs.held[:0]
 	for _, d := range cs.held {
 		switch {
+		case cs.done[d.MessageID]:
+			// A delta of a reply that ended: its persisted events carried it.
 		case d.MessageID != cs.reply && cs.reply != uuid.Nil:
 			// A delta of a reply that already ended (or another one): persisted events carry it.
 		case d.End() <= cs.sent && d.MessageID == cs.reply:
@@ -249,7 +256,12 @@ func (s *Server) streamChat(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	cs := &chatStream{s: s, chatID: chatID, after: pos.After}
+	cs := &chatStream{s: s, chatID: chatID, after: pos.After, done: map[uuid.UUID]bool{}}
+	for id, m := range at.Messages {
+		if m.Role == chat.RoleAssistant && m.Status != chat.StatusStreaming {
+			cs.done[id] = true
+		}
+	}
 	if at.Streaming != nil {
 		cs.reply, cs.stored, cs.sent = at.Streaming.MessageID, at.Streaming.Offset, at.Streaming.Offset
 		if pos.Offset > cs.sent {

@@ -8,7 +8,9 @@
 #      database on the same server, measured first while the server is quiet;
 #   4. permission-checked queries over 100,000 spaces and 10,000 users (BenchmarkPermissions);
 #   5. file upload and download throughput next to a raw copy of the same bytes (BenchmarkFileTransfer);
-#   6. search indexing, latency and lag (BenchmarkSearch), needing weaviate-server (make test installs it).
+#   6. search indexing, latency and lag (BenchmarkSearch), needing weaviate-server (make test installs it);
+#   7. chat stream overhead: time to first delta and per-delta latency through Atlas's SSE stream next
+#      to a direct client of the same fake provider (BenchmarkChatStream).
 # Results go to bench-results/ and a summary to stdout. BENCH_SECONDS sets each measurement's length.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -53,6 +55,9 @@ go test -run '^$' -bench 'BenchmarkSearch$' -benchtime 1x -timeout 20m ./cmd/atl
 # File upload and download through the API next to a raw copy and read of the same bytes on the same disk.
 go test -run '^$' -bench 'BenchmarkFileTransfer' -benchtime 1x -timeout 10m ./cmd/atlas/ | tee "$OUT/files.txt"
 
+# Chat replies: what Atlas adds to a streamed reply over a direct client of the same fake provider.
+go test -run '^$' -bench 'BenchmarkChatStream' -benchtime 1x -timeout 10m ./cmd/atlas/ | tee "$OUT/chat.txt"
+
 go test -c -o "$OUT/eventstore.test" ./eventstore/
 : > "$OUT/append.txt"
 declare -A RAW ATLAS
@@ -86,4 +91,5 @@ grep -E 'Lag' "$OUT/lag.txt" || true
 grep -E 'BenchmarkPermissions' "$OUT/permissions.txt" || true
 grep -E 'BenchmarkFileTransfer' "$OUT/files.txt" || true
 grep -E 'BenchmarkSearch' "$OUT/search.txt" || true
+grep -E 'BenchmarkChatStream' "$OUT/chat.txt" || true
 } | tee "$OUT/summary.txt"
