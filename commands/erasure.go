@@ -136,8 +136,11 @@ func (h *Handlers) findErasureRefs(ctx context.Context, st user.State) (erasureR
 	if refs.ownSpaces, err = ids(`SELECT stream_id FROM reservations WHERE scope = $1 ORDER BY 1`, space.SlugScope(st.ID)); err != nil {
 		return refs, fmt.Errorf("find the user's spaces: %w", err)
 	}
-	rows, err := q.Query(ctx, `SELECT (data->>'invitation_id')::uuid, stream_id FROM events
-		WHERE event_type = 'org.member_invited' AND data->>'email_digest' = $1`, EmailKey(st.Email))
+	// Invitations since the digest is sealed are listed by their reservations; older ones have the
+	// digest in clear in the log.
+	rows, err := q.Query(ctx, `SELECT key::uuid, stream_id FROM reservations WHERE scope = $1
+		UNION SELECT (data->>'invitation_id')::uuid, stream_id FROM events
+		WHERE event_type = 'org.member_invited' AND data->>'email_digest' = $2`, org.InviteeScope(EmailKey(st.Email)), EmailKey(st.Email))
 	if err != nil {
 		return refs, fmt.Errorf("find invitations to the user's email: %w", err)
 	}
@@ -244,8 +247,11 @@ func (h *Handlers) eraseLocked(ctx context.Context, t *txn, cc Context, st user.
 		}
 	}
 	invitationIDs := make([]uuid.UUID, 0, len(refs.invitations))
-	for inv := range refs.invitations {
+	for inv, orgID := range refs.invitations {
 		invitationIDs = append(invitationIDs, inv)
+		// Releasing a reservation that does not exist (an invitation from before they were kept)
+		// deletes nothing.
+		release = append(release, eventstore.Reservation{Scope: org.InviteeScope(EmailKey(st.Email)), Key: inv.String(), StreamID: orgID})
 	}
 	userEvs, err := user.Decide(st, user.Erase{Actor: cc.Actor, PasswordVerified: true, SoleOwned: soleOwned, InvitationIDs: invitationIDs}, now)
 	if err != nil {

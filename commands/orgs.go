@@ -103,7 +103,8 @@ func (h *Handlers) changeOrgLocked(ctx context.Context, t *txn, cc Context, id u
 			req.Release = append(req.Release, eventstore.Reservation{Scope: org.SlugScope, Key: e.OldSlug, StreamID: id})
 			req.Claim = append(req.Claim, eventstore.Reservation{Scope: org.SlugScope, Key: e.Slug, StreamID: id})
 		case org.MemberInvited:
-			req.Claim = append(req.Claim, eventstore.Reservation{Scope: org.InvitationScope, Key: e.TokenHash, StreamID: id})
+			req.Claim = append(req.Claim, eventstore.Reservation{Scope: org.InvitationScope, Key: e.TokenHash, StreamID: id},
+				eventstore.Reservation{Scope: org.InviteeScope(e.EmailDigest), Key: e.InvitationID.String(), StreamID: id})
 		case org.MemberRemoved:
 			// Leaving the organization ends its space memberships too, in the same statement, so
 			// that rejoining later does not silently bring them back.

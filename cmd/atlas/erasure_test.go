@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/atlas-workspace/atlas/commands"
 	"github.com/atlas-workspace/atlas/domain"
 	"github.com/atlas-workspace/atlas/domain/note"
 	"github.com/atlas-workspace/atlas/domain/org"
@@ -157,6 +158,12 @@ func TestErasure(t *testing.T) {
 	if found := plaintextIn(t, db, name); len(found) == 0 {
 		t.Fatal("the name is nowhere before erasure: the grep finds nothing")
 	}
+	// The email's digest (what reservations and invitations match on) confirms a guess of the address:
+	// it goes too.
+	digest := commands.EmailKey(email)
+	if found := plaintextIn(t, db, digest); len(found) == 0 {
+		t.Fatal("the email digest is nowhere before erasure")
+	}
 	blobsBefore := blobCount(t, dataDir)
 	audit := func(args ...string) (int, string) {
 		var out, errOut strings.Builder
@@ -258,7 +265,7 @@ func TestErasure(t *testing.T) {
 	}
 	// No plaintext of hers anywhere in the database: events (data and metadata), read models,
 	// reservations, work queues.
-	for _, needle := range []string{email, "ada.erasure", name, "Quixotic", title, "Zephyrine", "xylophonist", "quagmirelike", "marmalade", "Quincunx", "Quillfeather", "Ada's laptop", "Zanzibarian", "ocelotish"} {
+	for _, needle := range []string{email, "ada.erasure", name, "Quixotic", title, "Zephyrine", "xylophonist", "quagmirelike", "marmalade", "Quincunx", "Quillfeather", "Ada's laptop", "Zanzibarian", "ocelotish", digest} {
 		if found := plaintextIn(t, db, needle); len(found) > 0 {
 			t.Errorf("%q is still stored in %v", needle, found)
 		}

@@ -86,11 +86,15 @@ type Deleted struct {
 
 // MemberInvited records an invitation. Email is the invitee's address (personal data, sealed under
 // the invitation's id); EmailDigest identifies it without revealing it. Only the token's hash is kept.
+// DigestSealed says that the digest is sealed too (every invitation since erasure exists): an unkeyed
+// digest confirms a guess of the address, so after the invitee's erasure it must not stay readable.
+// Older events have it in clear.
 type MemberInvited struct {
 	OrgID        uuid.UUID `json:"org_id"`
 	InvitationID uuid.UUID `json:"invitation_id"`
 	Email        string    `json:"email"`
 	EmailDigest  string    `json:"email_digest"`
+	DigestSealed bool      `json:"digest_sealed,omitempty"`
 	Role         string    `json:"role"`
 	TokenHash    string    `json:"token_hash"`
 	InvitedBy    uuid.UUID `json:"invited_by"`
@@ -98,8 +102,12 @@ type MemberInvited struct {
 	InvitedAt    time.Time `json:"invited_at"`
 }
 
-// PersonalData implements domain.PersonalData: the invitee's email, sealed under the invitation.
+// PersonalData implements domain.PersonalData: the invitee's email (and its digest, when
+// DigestSealed), sealed under the invitation.
 func (e *MemberInvited) PersonalData() (uuid.UUID, []*string) {
+	if e.DigestSealed {
+		return e.InvitationID, []*string{&e.Email, &e.EmailDigest}
+	}
 	return e.InvitationID, []*string{&e.Email}
 }
 
@@ -374,7 +382,7 @@ func Decide(s State, cmd any, now time.Time) ([]domain.Event, error) {
 				return nil, domain.Errorf(domain.CodeConflict, "an invitation for that email is pending; revoke it to send a new one")
 			}
 		}
-		return []domain.Event{MemberInvited{OrgID: s.ID, InvitationID: c.InvitationID, Email: c.Email, EmailDigest: c.EmailDigest,
+		return []domain.Event{MemberInvited{OrgID: s.ID, InvitationID: c.InvitationID, Email: c.Email, EmailDigest: c.EmailDigest, DigestSealed: true,
 			Role: c.Role, TokenHash: c.TokenHash, InvitedBy: c.Actor, ExpiresAt: c.ExpiresAt.UTC(), InvitedAt: now}}, nil
 	case RevokeInvitation:
 		if err := s.require(c.Actor, Admin); err != nil {
@@ -511,6 +519,12 @@ func Evolve(s State, e domain.Event) State {
 
 // SlugScope is the reservation scope that keeps organization slugs unique.
 const SlugScope = "org.slug"
+
+// InviteeScope is the reservation scope that lists the invitations sent to one address (by its
+// digest): one reservation per invitation (key: the invitation's id, stream: the organization),
+// claimed with the invitation and released when the invitee is erased. It is how erasure finds the
+// invitations whose digest is sealed in the log.
+func InviteeScope(emailDigest string) string { return "org.invitee:" + emailDigest }
 
 // InvitationScope is the reservation scope that finds an invitation's organization by its token's
 // hash. It is kept after use or revocation, so a used token is told apart from an unknown one.

@@ -78,6 +78,18 @@ func TestDecide(t *testing.T) {
 			t.Errorf("%s: %v, want code %q", tc.name, err, tc.code)
 		}
 	}
+	evs, err := org.Decide(s, org.Invite{Actor: admin, InvitationID: uuid.New(), Email: "x@y", EmailDigest: "x", Role: org.Member, TokenHash: "t", ExpiresAt: now.Add(time.Hour)}, now)
+	if err != nil || !evs[0].(org.MemberInvited).DigestSealed {
+		t.Fatalf("invite: %v %v, want the digest marked for sealing", evs, err)
+	}
+	inv := evs[0].(org.MemberInvited)
+	if subject, fields := inv.PersonalData(); subject != inv.InvitationID || len(fields) != 2 {
+		t.Fatalf("a new invitation seals %d fields under %s, want email and digest under the invitation", len(fields), subject)
+	}
+	old := org.MemberInvited{InvitationID: invID, Email: "x@y", EmailDigest: "x"}
+	if _, fields := old.PersonalData(); len(fields) != 1 {
+		t.Fatalf("an invitation from before digest sealing seals %d fields, want the email only", len(fields))
+	}
 	if evs, _ := org.Decide(s, org.WithdrawInvitation{InvitationID: invID}, now); len(evs) != 1 {
 		t.Fatalf("withdrawing a pending invitation: %v, want one event", evs)
 	}
