@@ -21,6 +21,7 @@ import (
 	"github.com/atlas-workspace/atlas/domain/org"
 	"github.com/atlas-workspace/atlas/domain/platform"
 	"github.com/atlas-workspace/atlas/domain/space"
+	"github.com/atlas-workspace/atlas/domain/task"
 	"github.com/atlas-workspace/atlas/domain/user"
 	"github.com/atlas-workspace/atlas/eventstore"
 )
@@ -76,6 +77,14 @@ func RegisterEvents(r *eventstore.Registry) {
 	eventstore.Register[chat.ReplyCompleted](r)
 	eventstore.Register[chat.ReplyFailed](r)
 	eventstore.Register[chat.ReplyCancelled](r)
+	eventstore.Register[task.Created](r)
+	eventstore.Register[task.Queued](r)
+	eventstore.Register[task.Started](r)
+	eventstore.Register[task.OutputAppended](r)
+	eventstore.Register[task.Completed](r)
+	eventstore.Register[task.Failed](r)
+	eventstore.Register[task.Cancelled](r)
+	eventstore.Register[task.Retried](r)
 }
 
 // Context is who issues a command and how to trace and deduplicate it.
@@ -115,6 +124,7 @@ type Handlers struct {
 	orgLocks   chan struct{} // slots for holding organization locks (orglock.go)
 	bucket     *blob.Bucket  // file content
 	keys       KeyEraser     // destroys personal-data keys (erasure)
+	taskQueue  TaskQueue     // where tasks run; nil: tasks are refused
 }
 
 // Config configures Handlers.

@@ -143,6 +143,7 @@ type Deps struct {
 	MaxUpload         int64     // largest file content accepted, in bytes (default 100 MiB)
 	Search            Searcher  // nil: search answers 503
 	Assistant         Assistant // nil: chats have no assistant
+	Tasks             Tasks     // nil: task routes answer 503
 	// Signal wakes live streams (SSE) when events may have been appended, here or, through NOTIFY, in
 	// another process. nil: streams poll every FollowPoll.
 	Signal *eventstore.Signal
@@ -270,6 +271,15 @@ func New(d Deps) *Server {
 	v1.GET("/public/files/:token", s.getPublicFile, s.limitPublicLinks)
 	v1.HEAD("/public/files/:token", s.getPublicFile, s.limitPublicLinks)
 	v1.GET("/search", s.search, auth)
+	v1.POST("/spaces/:space_id/tasks", s.createTask, auth)
+	v1.GET("/spaces/:space_id/tasks", s.listTasks, auth)
+	v1.GET("/tasks/:task_id", s.getTask, auth)
+	v1.POST("/tasks/:task_id/cancel", s.cancelTask, auth)
+	v1.POST("/tasks/:task_id/retry", s.retryTask, auth)
+	v1.GET("/tasks/:task_id/history", s.taskHistory, auth)
+	v1.GET("/tasks/:task_id/stream", s.streamTask, auth)
+	v1.GET("/tasks/:task_id/artifact", s.getTaskArtifact, auth)
+	v1.HEAD("/tasks/:task_id/artifact", s.getTaskArtifact, auth)
 	v1.POST("/orgs", s.createOrg, auth)
 	v1.GET("/orgs", s.listOrgs, auth)
 	v1.GET("/orgs/:org_id", s.getOrg, auth)

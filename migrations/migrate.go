@@ -63,7 +63,11 @@ func Up(ctx context.Context, dbURL string, log *slog.Logger) ([]int64, error) {
 	}
 	db := stdlib.OpenDB(*cfg)
 	defer db.Close()
-	return up(ctx, db, log)
+	applied, err := up(ctx, db, log)
+	if err != nil {
+		return applied, err
+	}
+	return applied, riverUp(ctx, cfg, log)
 }
 
 func up(ctx context.Context, db *sql.DB, log *slog.Logger) ([]int64, error) {

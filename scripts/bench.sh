@@ -11,6 +11,7 @@
 #   6. search indexing, latency and lag (BenchmarkSearch), needing weaviate-server (make test installs it);
 #   7. chat stream overhead: time to first delta and per-delta latency through Atlas's SSE stream next
 #      to a direct client of the same fake provider (BenchmarkChatStream).
+#   8. task throughput for the no-op kind next to River alone (BenchmarkTaskThroughput).
 # Results go to bench-results/ and a summary to stdout. BENCH_SECONDS sets each measurement's length.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -58,6 +59,10 @@ go test -run '^$' -bench 'BenchmarkFileTransfer' -benchtime 1x -timeout 10m ./cm
 # Chat replies: what Atlas adds to a streamed reply over a direct client of the same fake provider.
 go test -run '^$' -bench 'BenchmarkChatStream' -benchtime 1x -timeout 10m ./cmd/atlas/ | tee "$OUT/chat.txt"
 
+# Tasks: no-op tasks from creation to completion through Atlas, next to River inserting and working a
+# no-op job alone, in the same database and run.
+go test -run '^$' -bench 'BenchmarkTaskThroughput' -benchtime 1x -timeout 20m ./cmd/atlas/ | tee "$OUT/tasks.txt"
+
 go test -c -o "$OUT/eventstore.test" ./eventstore/
 : > "$OUT/append.txt"
 declare -A RAW ATLAS
@@ -92,4 +97,5 @@ grep -E 'BenchmarkPermissions' "$OUT/permissions.txt" || true
 grep -E 'BenchmarkFileTransfer' "$OUT/files.txt" || true
 grep -E 'BenchmarkSearch' "$OUT/search.txt" || true
 grep -E 'BenchmarkChatStream' "$OUT/chat.txt" || true
+grep -E 'BenchmarkTaskThroughput' "$OUT/tasks.txt" || true
 } | tee "$OUT/summary.txt"

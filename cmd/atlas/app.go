@@ -32,6 +32,7 @@ import (
 	"github.com/atlas-workspace/atlas/projections"
 	"github.com/atlas-workspace/atlas/search/embed"
 	"github.com/atlas-workspace/atlas/search/index"
+	"github.com/atlas-workspace/atlas/workers"
 )
 
 // App is Atlas wired together: the composition root that `atlas serve` runs and end-to-end tests
@@ -56,6 +57,7 @@ type App struct {
 	Search        *projections.Searcher
 	Collections   *projections.SearchCollections
 	Assistant     *assistant.Assistant
+	Tasks         *workers.Runner // the task queue; runs attempts when ATLAS_TASK_WORKERS > 0
 
 	weaviate *weaviate.Client
 
@@ -107,7 +109,7 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 			}
 		},
 	}, projections.Users(), projections.Spaces(), projections.Permissions(), projections.APIKeys(), projections.Orgs(), projections.Notes(), projections.Files(), projections.Chats(), projections.Search(), projections.Platform(),
-		projections.Erasure(a.Keys))
+		projections.Erasure(a.Keys), projections.Tasks())
 	a.Commands = commands.New(commands.Config{Store: a.Store, Sessions: commands.Sessions{Pool: pool}, Hasher: a.hasher, SessionTTL: cfg.SessionTTL,
 		Bucket: a.Bucket, Keys: a.Keys})
 	a.Reaper = &projections.BlobReaper{Pool: projectorPool, Bucket: a.Bucket, Runtime: a.Runtime, Prefix: commands.BlobPrefix, Log: log,
@@ -163,11 +165,27 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	}
 	a.Assistant = assistant.New(assistant.Config{Chats: a.Commands, Log: a.Store, Model: model, Search: a.Search, Pool: projectorPool, Logger: log,
 		StaleAfter: cfg.ChatStaleAfter, SweepInterval: cfg.ChatSweep})
+	tm, err := taskModel(cfg)
+	if err != nil {
+		a.Close()
+		return nil, err
+	}
+	queries := projections.NewQueries(pool)
+	a.Tasks, err = workers.New(workers.Config{
+		Pool: pool, Commands: a.Commands, Log: log, Workers: cfg.TaskWorkers, Lease: cfg.TaskLease, Backoff: cfg.TaskBackoff, Poll: cfg.TaskPoll,
+		Kinds: workers.Builtin(workers.Deps{Commands: a.Commands, Queries: queries, Bucket: a.Bucket, Model: tm}),
+	})
+	if err != nil {
+		a.Close()
+		return nil, err
+	}
+	a.Commands.UseTaskQueue(a.Tasks)
 	a.API = httpapi.New(httpapi.Deps{
 		Commands: a.Commands, Queries: projections.NewQueries(pool), Consistency: a.Runtime, Log: a.Store,
 		Logger: log, Metrics: a.Registry, Registerer: a.Registry, ConsistencyWait: cfg.ConsistencyWait,
 		Health: health, RateLimiter: limiter, TrustProxyHeaders: cfg.TrustProxy, MaxUpload: cfg.MaxUpload, Search: a.Search, Assistant: a.Assistant,
 		Signal: a.Signal, Audit: auditing{a.Store, pool}, Roles: projections.NewQueries(pool), Projections: a.Runtime,
+		Tasks: taskAPI{h: a.Commands, q: queries, bucket: a.Bucket},
 	})
 	return a, nil
 }
@@ -298,6 +316,12 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 	})
 	run(a.Assistant.Run)
 
+	if err := a.Tasks.Start(bg); err != nil {
+		stopBG()
+		wg.Wait()
+		return err
+	}
+
 	srv := &http.Server{Handler: a.API.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	srv.RegisterOnShutdown(a.API.CloseStreams)
 	errc := make(chan error, 1)
@@ -316,6 +340,7 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 		_ = srv.Close()
 	}
 	cancel()
+	a.stopTasks()
 	a.Log.Info("shutting down: finishing projector batches")
 	stopBG()
 	wg.Wait()
@@ -324,6 +349,45 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 		serveErr = nil
 	}
 	return serveErr
+}
+
+// stopTasks lets running task attempts finish within the shutdown timeout; those still running then
+// are cancelled, recorded as failed with an immediate retry, and taken up by another worker.
+func (a *App) stopTasks() {
+	a.Log.Info("shutting down: finishing task attempts")
+	ctx, cancel := context.WithTimeout(context.Background(), a.Config.ShutdownTimeout)
+	defer cancel()
+	if err := a.Tasks.Stop(ctx); err != nil {
+		a.Log.Warn("task workers stopped with an error", "error", err)
+	}
+}
+
+// Work runs task attempts only (no HTTP API, no projectors) until ctx ends: `atlas worker`. Its
+// appends wake other processes' live streams and projectors through the coalesced NOTIFY.
+func (a *App) Work(ctx context.Context) error {
+	if a.Config.TaskWorkers <= 0 {
+		return errors.New("atlas worker needs ATLAS_TASK_WORKERS > 0")
+	}
+	bg, stopBG := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopBG()
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		eventstore.NewAnnouncer(a.Pool, a.Signal, a.Config.NotifyInterval, a.Log).Run(bg)
+	}()
+	if err := a.Tasks.Start(bg); err != nil {
+		stopBG()
+		wg.Wait()
+		return err
+	}
+	a.Log.Info("task worker running", "worker", a.Tasks.Name(), "workers", a.Config.TaskWorkers)
+	<-ctx.Done()
+	a.stopTasks()
+	stopBG()
+	wg.Wait()
+	a.Log.Info("stopped")
+	return nil
 }
 
 // sweep deletes stale sessions and idempotency keys at start and then hourly, until ctx ends.

@@ -36,6 +36,10 @@ type Config struct {
 	LLMTimeout      time.Duration // LLM_REQUEST_TIMEOUT
 	ChatStaleAfter  time.Duration // ATLAS_CHAT_STALE_AFTER
 	ChatSweep       time.Duration // ATLAS_CHAT_SWEEP_INTERVAL
+	TaskWorkers     int           // ATLAS_TASK_WORKERS
+	TaskLease       time.Duration // ATLAS_TASK_LEASE
+	TaskBackoff     time.Duration // ATLAS_TASK_BACKOFF
+	TaskPoll        time.Duration // ATLAS_TASK_POLL
 
 	// Reserved for the capabilities that use them (search, cache, embeddings, assistant); read now so
 	// that `atlas config` shows the whole contract.
@@ -58,6 +62,10 @@ var envVars = []envVar{
 	{"ATLAS_ORPHAN_SWEEP_INTERVAL", "1h", "How often the orphan sweep runs."},
 	{"ATLAS_BLOB_REAPER_LEASE", "1m", "How long the blob reaper's claim on a deletion lasts; a claim of a process that died is taken up again after it."},
 	{"ATLAS_SEAL_INTERVAL", "10s", "How often the sealer seals the final part of the global order into audit_seals (tamper evidence)."},
+	{"ATLAS_TASK_WORKERS", "4", "Task attempts this process runs at once (atlas serve and atlas worker); 0: it queues tasks but runs none."},
+	{"ATLAS_TASK_LEASE", "30s", "How long a running task attempt stays claimed without a heartbeat (heartbeats every third of it); an attempt of a worker that died is retried elsewhere after it."},
+	{"ATLAS_TASK_BACKOFF", "5s", "Delay before a failed task attempt's retry; it doubles with each further attempt, up to 10 minutes."},
+	{"ATLAS_TASK_POLL", "1s", "How often an idle task worker looks for due attempts (new tasks also wake it at once)."},
 	{"ATLAS_LOG_LEVEL", "info", "debug, info, warn or error. Logs are JSON on stdout."},
 	{"ATLAS_SESSION_TTL", "720h", "Lifetime of a session token."},
 	{"ATLAS_PROJECTOR_BATCH", "100", "Events per projector transaction."},
@@ -122,6 +130,9 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		LLMTimeout:       dur("LLM_REQUEST_TIMEOUT"),
 		ChatStaleAfter:   dur("ATLAS_CHAT_STALE_AFTER"),
 		ChatSweep:        dur("ATLAS_CHAT_SWEEP_INTERVAL"),
+		TaskLease:        dur("ATLAS_TASK_LEASE"),
+		TaskBackoff:      dur("ATLAS_TASK_BACKOFF"),
+		TaskPoll:         dur("ATLAS_TASK_POLL"),
 		WeaviateURL:      get("WEAVIATE_URL"),
 		WeaviateGRPC:     get("WEAVIATE_GRPC_URL"),
 		WeaviateBin:      get("ATLAS_WEAVIATE_BIN"),
@@ -145,6 +156,14 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		errs = append(errs, fmt.Sprintf("ATLAS_PROJECTOR_BATCH=%q must be 1..10000", get("ATLAS_PROJECTOR_BATCH")))
 	}
 	c.ProjectorBatch = n
+	tw, err := strconv.Atoi(get("ATLAS_TASK_WORKERS"))
+	if err != nil || tw < 0 || tw > 1000 {
+		errs = append(errs, fmt.Sprintf("ATLAS_TASK_WORKERS=%q must be 0..1000", get("ATLAS_TASK_WORKERS")))
+	}
+	c.TaskWorkers = tw
+	if c.TaskLease > 0 && c.TaskLease < 300*time.Millisecond {
+		errs = append(errs, fmt.Sprintf("ATLAS_TASK_LEASE=%q must be at least 300ms", get("ATLAS_TASK_LEASE")))
+	}
 	maxUp, err := strconv.ParseInt(get("ATLAS_MAX_UPLOAD_BYTES"), 10, 64)
 	if err != nil || maxUp < 1 {
 		errs = append(errs, fmt.Sprintf("ATLAS_MAX_UPLOAD_BYTES=%q must be a positive number of bytes", get("ATLAS_MAX_UPLOAD_BYTES")))

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bytes"
 	"testing"
+	"time"
 )
 
 // The cross-tenant suite: two organizations with their own members, spaces, invitations and keys,
@@ -18,6 +20,7 @@ func TestCrossTenantIsolation(t *testing.T) {
 		key, note                string
 		folder, file, link       string
 		chat, message            string
+		task                     string
 	}
 	mk := func(name string) tenant {
 		var tn tenant
@@ -56,6 +59,8 @@ func TestCrossTenantIsolation(t *testing.T) {
 		r = s.do("POST", "/api/v1/chats/"+tn.chat+"/messages", tn.owner, textMessage(name+" chatword secret"))
 		expect(t, r, 201, "")
 		tn.message = r.json(t)["id"].(string)
+		tn.task = s.createTask(tn.owner, tn.space, "space.export", map[string]any{})
+		s.waitTask(tn.owner, tn.task, "completed", 60*time.Second)
 		return tn
 	}
 	a, b := mk("alpha"), mk("beta")
@@ -132,6 +137,15 @@ func TestCrossTenantIsolation(t *testing.T) {
 			{"GET", "/api/v1/chats/" + their.chat + "/stream", nil, 0},
 			{"GET", "/api/v1/spaces/" + their.space + "/chats", nil, 0},
 			{"POST", "/api/v1/spaces/" + their.space + "/chats", map[string]string{"title": "x"}, 0},
+			{"GET", "/api/v1/tasks/" + their.task, nil, 0},
+			{"GET", "/api/v1/tasks/" + their.task + "?as_of=2030-01-01T00:00:00Z", nil, 0},
+			{"GET", "/api/v1/tasks/" + their.task + "/history", nil, 0},
+			{"GET", "/api/v1/tasks/" + their.task + "/stream", nil, 0},
+			{"GET", "/api/v1/tasks/" + their.task + "/artifact", nil, 0},
+			{"POST", "/api/v1/tasks/" + their.task + "/cancel", nil, 0},
+			{"POST", "/api/v1/tasks/" + their.task + "/retry", nil, 0},
+			{"GET", "/api/v1/spaces/" + their.space + "/tasks", nil, 0},
+			{"POST", "/api/v1/spaces/" + their.space + "/tasks", map[string]any{"kind": "space.export"}, 0},
 			// Swapped parents: my organization, their child (swappedParents routes, last in the list).
 			{"PATCH", "/api/v1/orgs/" + mine.org + "/members/" + their.memberID, map[string]string{"role": "admin"}, 403},
 			{"DELETE", "/api/v1/orgs/" + mine.org + "/members/" + their.memberID, nil, 0},
@@ -237,6 +251,15 @@ func TestCrossTenantIsolation(t *testing.T) {
 				t.Errorf("%s search by a stranger finds beta's content: %v", mode, ids)
 			}
 		}
+	}
+	// Beta's task is as it was, and its export holds only beta's content.
+	r = s.do("GET", "/api/v1/tasks/"+b.task, b.owner, nil)
+	if tk := r.json(t); tk["status"] != "completed" || tk["version"] == nil {
+		t.Errorf("beta's task after the attempts: %s", r.body)
+	}
+	r = s.do("GET", "/api/v1/tasks/"+b.task+"/artifact", b.owner, nil)
+	if r.status != 200 || !bytes.Contains(r.body, []byte("beta note")) || bytes.Contains(r.body, []byte("alpha note")) {
+		t.Errorf("beta's export: %d", r.status)
 	}
 	// Uploading into another tenant's folder from one's own space.
 	expect(t, s.upload(a.owner, a.space, "spy.txt", []byte("x"), "folder_id", b.folder), 404, "not_found")

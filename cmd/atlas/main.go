@@ -27,6 +27,7 @@ const usage = `usage: atlas <command> [arguments]
 
 commands:
   serve                        run the HTTP API and every projector (migrates first)
+  worker                       run background task attempts only (no HTTP API, no projectors)
   migrate                      apply the database migrations and exit
   projections status           print each projector's status, checkpoint and lag
   projections rebuild NAME     rebuild a projector's read model from the start of the log
@@ -64,6 +65,8 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	switch args[0] {
 	case "serve":
 		err = serve(ctx, cfg, log)
+	case "worker":
+		err = work(ctx, cfg, log)
 	case "migrate":
 		if err = migrations.EnsureDatabase(ctx, cfg.DatabaseURL); err == nil {
 			_, err = migrations.Up(ctx, cfg.DatabaseURL, log)
@@ -116,6 +119,15 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return err
 	}
 	return app.Serve(ctx, ln)
+}
+
+func work(ctx context.Context, cfg Config, log *slog.Logger) error {
+	app, err := Open(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer app.Close()
+	return app.Work(ctx)
 }
 
 func projectionsCmd(ctx context.Context, cfg Config, args []string, stdout, stderr io.Writer) error {

@@ -29,6 +29,11 @@ var credentialTables = map[string]bool{
 	"goose_db_version": true, // migrations
 	"search_state":     true, // which search collection is active: no tenant data
 	"audit_seals":      true, // seals of the global order: positions and hashes, no tenant data
+	// The task job queue (River): commands insert and cancel jobs in their own transactions and
+	// workers claim them, as the API role. A job names only a task id, run number and kind; the task
+	// itself (space, input, output) lives in events and the RLS-protected tasks read model.
+	"river_job": true, "river_leader": true, "river_queue": true, "river_client": true, "river_client_queue": true,
+	"river_migration": true, "river_notification": true,
 }
 
 // projectorOnly reports whether a table is the projectors' private bookkeeping, which the API may not
@@ -136,6 +141,9 @@ func TestRowLevelSecurityFailsClosed(t *testing.T) {
 			err := s.app.ProjectorPool.QueryRow(t.Context(), `SELECT count(*) FROM platform_roles WHERE user_id = $1`, tn.user).Scan(&n)
 			return err == nil && n == 1
 		})
+		r = s.do("POST", "/api/v1/spaces/"+tn.space+"/tasks", tn.token, map[string]any{"kind": "noop"})
+		expect(t, r, 201, "")
+		expect(t, s.do("GET", "/api/v1/tasks/"+r.json(t)["id"].(string), tn.token, nil, "X-Consistency-Token", r.json(t)["position"].(string)), 200, "")
 		// Read back through the API with the consistency token: every read model has the rows.
 		expect(t, s.do("GET", "/api/v1/me/api-keys", tn.token, nil, "X-Consistency-Token", r.json(t)["position"].(string)), 200, "")
 		return tn

@@ -40,10 +40,11 @@ var allowed = map[string][]string{
 	"search":      {"search"},
 	"ai":          {"ai"},
 	"assistant":   {"assistant", "domain", "eventstore", "commands", "projections", "search", "ai"},
+	"workers":     {"workers", "domain", "eventstore", "commands", "projections", "search", "ai"},
 	"httpapi":     {"httpapi", "domain", "eventstore", "commands", "projections"},
 	"migrations":  {"migrations"},
 	"internal":    {"internal", "migrations", "eventstore"},
-	"cmd":         {"cmd", "domain", "eventstore", "commands", "projections", "httpapi", "migrations", "search", "ai", "assistant"},
+	"cmd":         {"cmd", "domain", "eventstore", "commands", "projections", "httpapi", "migrations", "search", "ai", "assistant", "workers"},
 }
 
 // Infrastructure the domain must not touch.
