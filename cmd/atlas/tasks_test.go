@@ -259,17 +259,17 @@ func TestTaskCancelQueuedAndRunning(t *testing.T) {
 	expect(t, s2.do("POST", "/api/v1/tasks/"+id+"/cancel", token, nil), 200, "")
 }
 
-// sseEvent is one Server-Sent Event.
-type sseEvent struct {
+// taskSSE is one Server-Sent Event.
+type taskSSE struct {
 	id, name string
 	data     map[string]any
 }
 
-// readSSE reads events from a stream until it ends or stop says so.
-func readSSE(t *testing.T, body io.Reader, stop func(sseEvent) bool) []sseEvent {
+// readTaskSSE reads events from a stream until it ends or stop says so.
+func readTaskSSE(t *testing.T, body io.Reader, stop func(taskSSE) bool) []taskSSE {
 	t.Helper()
-	var out []sseEvent
-	var cur sseEvent
+	var out []taskSSE
+	var cur taskSSE
 	sc := bufio.NewScanner(body)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
@@ -282,7 +282,7 @@ func readSSE(t *testing.T, body io.Reader, stop func(sseEvent) bool) []sseEvent 
 					return out
 				}
 			}
-			cur = sseEvent{}
+			cur = taskSSE{}
 		case strings.HasPrefix(line, "id: "):
 			cur.id = strings.TrimPrefix(line, "id: ")
 		case strings.HasPrefix(line, "event: "):
@@ -296,7 +296,7 @@ func readSSE(t *testing.T, body io.Reader, stop func(sseEvent) bool) []sseEvent 
 	return out
 }
 
-func (s *server) openStream(token, id, lastEventID string) *http.Response {
+func (s *server) openTaskStream(token, id, lastEventID string) *http.Response {
 	s.t.Helper()
 	req, _ := http.NewRequest("GET", s.base+"/api/v1/tasks/"+id+"/stream", nil)
 	req.Header.Set("Authorization", "Bearer "+token)
@@ -318,15 +318,15 @@ func TestTaskStreamReconnectLosesNothing(t *testing.T) {
 	token, _, personal := s.register("tasks-sse@example.com", "SSE")
 	id := s.createTask(token, personal, "noop", map[string]any{"steps": 12, "sleep_ms": 3000, "fail_attempts": 1})
 	// First connection: read until a few output chunks arrived, then drop it.
-	res := s.openStream(token, id, "")
-	first := readSSE(t, res.Body, func(e sseEvent) bool {
+	res := s.openTaskStream(token, id, "")
+	first := readTaskSSE(t, res.Body, func(e taskSSE) bool {
 		return e.name == "output" && strings.Contains(fmt.Sprint(e.data["text"]), "step 3 of 12")
 	})
 	res.Body.Close()
 	last := first[len(first)-1].id
 	// Reconnect with Last-Event-ID and read to the end.
-	res = s.openStream(token, id, last)
-	second := readSSE(t, res.Body, func(sseEvent) bool { return false })
+	res = s.openTaskStream(token, id, last)
+	second := readTaskSSE(t, res.Body, func(taskSSE) bool { return false })
 	res.Body.Close()
 	all := append(first, second...)
 	if end := all[len(all)-1]; end.name != "completed" {
@@ -353,8 +353,8 @@ func TestTaskStreamReconnectLosesNothing(t *testing.T) {
 		}
 	}
 	// A finished task's stream ends after its events; resuming past the end ends at once.
-	res = s.openStream(token, id, all[len(all)-1].id)
-	if rest := readSSE(t, res.Body, func(sseEvent) bool { return false }); len(rest) != 0 {
+	res = s.openTaskStream(token, id, all[len(all)-1].id)
+	if rest := readTaskSSE(t, res.Body, func(taskSSE) bool { return false }); len(rest) != 0 {
 		t.Fatalf("events after the end: %v", rest)
 	}
 	res.Body.Close()
