@@ -20,6 +20,7 @@ import (
 	"github.com/atlas-workspace/atlas/domain/org"
 	"github.com/atlas-workspace/atlas/domain/platform"
 	"github.com/atlas-workspace/atlas/domain/space"
+	"github.com/atlas-workspace/atlas/domain/task"
 	"github.com/atlas-workspace/atlas/domain/user"
 )
 
@@ -46,6 +47,7 @@ var replayers = map[string]func([]domain.Event) any{
 	file.FolderStreamType: folder(file.EvolveFolder),
 	platform.StreamType:   folder(platform.Evolve),
 	chat.StreamType:       folder(chat.Evolve),
+	task.StreamType:       folder(task.Evolve),
 }
 
 type replayEvent struct {
