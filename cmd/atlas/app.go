@@ -153,7 +153,7 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		health["cache"] = func(ctx context.Context) error { return a.Redis.Ping(ctx).Err() }
 	}
 	a.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		newProjectorCollector(a.Runtime))
+		newProjectorCollector(a.Runtime), newSealCollector(pool))
 	var model assistant.Model
 	if cfg.LLMURL != "" {
 		client, err := llm.New(llm.Config{URL: cfg.LLMURL, Model: cfg.LLMModel, APIKey: cfg.LLMAPIKey, IdleTimeout: cfg.LLMIdle, RequestTimeout: cfg.LLMTimeout})

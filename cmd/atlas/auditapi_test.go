@@ -80,6 +80,13 @@ func TestPlatformRolesVerifyAndAdminAPI(t *testing.T) {
 	}
 	// An auditor is not an administrator.
 	expect(t, s.do("GET", "/api/v1/admin/projections", bob, nil), 403, "forbidden")
+	// How far sealing has come is a metric.
+	metrics := string(s.do("GET", "/metrics", "", nil).body)
+	for _, m := range []string{"atlas_audit_sealed_position ", "atlas_audit_head_position ", "atlas_audit_last_seal_timestamp_seconds "} {
+		if !strings.Contains(metrics, m) || strings.Contains(metrics, m+"0\n") {
+			t.Fatalf("metric %s missing or zero", m)
+		}
+	}
 
 	if code := s.admin("grant", "alice@platform.test", "admin"); code != 0 {
 		t.Fatalf("grant exited %d", code)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/atlas-workspace/atlas/domain"
@@ -86,4 +87,42 @@ func (c *projectorCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(c.live, prometheus.GaugeValue, v, s.Name, st)
 		}
 	}
+}
+
+// sealCollector reports how far the seals of the global order have come, when scraped.
+type sealCollector struct {
+	pool                   *pgxpool.Pool
+	sealed, head, lastSeal *prometheus.Desc
+}
+
+func newSealCollector(pool *pgxpool.Pool) *sealCollector {
+	return &sealCollector{
+		pool:     pool,
+		sealed:   prometheus.NewDesc("atlas_audit_sealed_position", "Last global position covered by a seal (audit_seals).", nil, nil),
+		head:     prometheus.NewDesc("atlas_audit_head_position", "Highest global position handed out to an event (committed or not).", nil, nil),
+		lastSeal: prometheus.NewDesc("atlas_audit_last_seal_timestamp_seconds", "When the last seal was written (Unix time; 0 before the first).", nil, nil),
+	}
+}
+
+func (c *sealCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.sealed
+	ch <- c.head
+	ch <- c.lastSeal
+}
+
+func (c *sealCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var sealed, head int64
+	var at float64
+	err := c.pool.QueryRow(ctx, `SELECT coalesce((SELECT to_position FROM audit_seals ORDER BY seq DESC LIMIT 1), 0),
+		coalesce(pg_sequence_last_value(pg_get_serial_sequence('events', 'global_position')::regclass), 0),
+		coalesce((SELECT extract(epoch FROM sealed_at)::float8 FROM audit_seals ORDER BY seq DESC LIMIT 1), 0)`).Scan(&sealed, &head, &at)
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(c.sealed, err)
+		return
+	}
+	ch <- prometheus.MustNewConstMetric(c.sealed, prometheus.GaugeValue, float64(sealed))
+	ch <- prometheus.MustNewConstMetric(c.head, prometheus.GaugeValue, float64(head))
+	ch <- prometheus.MustNewConstMetric(c.lastSeal, prometheus.GaugeValue, at)
 }
