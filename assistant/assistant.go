@@ -273,20 +273,29 @@ func (w *writer) log() *slog.Logger {
 }
 
 func (w *writer) run(ctx context.Context) {
-	st, tenant, err := w.a.cfg.Chats.Chat(ctx, w.chatID, 0)
+	// One read of the chat's stream gives both its state and the conversation so far.
+	recs, err := w.a.cfg.Log.ReadStream(ctx, w.chatID, 0)
 	if err != nil {
-		w.log().Error("chat reply: load the chat", "error", err)
+		w.log().Error("chat reply: read the chat", "error", err)
 		return // the sweeper fails it later
+	}
+	var st chat.State
+	var t chat.Transcript
+	for _, r := range recs {
+		if r.StreamType != chat.StreamType {
+			return
+		}
+		st = chat.Evolve(st, r.Event)
+		t.Apply(r.StreamVersion, r.Event)
+		if r.TenantID != nil {
+			w.tenant = *r.TenantID
+		}
 	}
 	if st.Streaming == nil || st.Streaming.MessageID != w.replyID {
 		return
 	}
-	w.st, w.tenant, w.offset, w.lastFlush, w.ctx = st, tenant, st.Streaming.Offset, time.Now(), ctx
-	msgs, err := w.conversation(ctx)
-	if err != nil {
-		w.finish(ctx, err)
-		return
-	}
+	w.st, w.offset, w.lastFlush, w.ctx = st, st.Streaming.Offset, time.Now(), ctx
+	msgs := w.conversation(t)
 	tick := time.NewTicker(w.a.cfg.FlushInterval / 2)
 	tickDone := make(chan struct{})
 	go func() {
@@ -408,15 +417,7 @@ func (w *writer) runTool(ctx context.Context, call llm.ToolCall) string {
 
 // conversation is the chat so far as the model reads it: the user messages and the completed
 // replies before this one.
-func (w *writer) conversation(ctx context.Context) ([]llm.Message, error) {
-	recs, err := w.a.cfg.Log.ReadStream(ctx, w.chatID, w.st.Version)
-	if err != nil {
-		return nil, err
-	}
-	var t chat.Transcript
-	for _, r := range recs {
-		t.Apply(r.StreamVersion, r.Event)
-	}
+func (w *writer) conversation(t chat.Transcript) []llm.Message {
 	msgs := []llm.Message{{Role: "system", Content: systemPrompt}}
 	for _, m := range t.Messages {
 		if m.ID == w.replyID {
@@ -447,7 +448,7 @@ func (w *writer) conversation(ctx context.Context) ([]llm.Message, error) {
 			msgs = append(msgs, llm.Message{Role: "assistant", Content: b.String()})
 		}
 	}
-	return msgs, nil
+	return msgs
 }
 
 // onDelta hands a piece of the reply to live subscribers and queues it for persistence.
