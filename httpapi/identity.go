@@ -22,6 +22,8 @@ type userDTO struct {
 	PersonalSpaceID uuid.UUID                `json:"personal_space_id"`
 	CreatedAt       time.Time                `json:"created_at"`
 	Memberships     []projections.Membership `json:"memberships"`
+	// PlatformRoles are the caller's platform roles (admin, auditor); only GET /api/v1/me fills them.
+	PlatformRoles *[]string `json:"platform_roles,omitempty"`
 }
 
 func userFromState(s user.State) userDTO {
@@ -99,6 +101,12 @@ func (s *Server) me(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	roles := []string{}
+	if s.deps.Roles != nil {
+		if roles, err = s.deps.Roles.PlatformRoles(ctx, userID(c)); err != nil {
+			return err
+		}
+	}
 	u, err := s.deps.Queries.User(ctx, userID(c))
 	if domain.ErrorCode(err) == domain.CodeNotFound {
 		st, err := s.deps.Commands.User(ctx, userID(c))
@@ -109,14 +117,14 @@ func (s *Server) me(c echo.Context) error {
 			return domain.Errorf(domain.CodeNotFound, "user not found")
 		}
 		dto := userFromState(st)
-		dto.Memberships = memberships
+		dto.Memberships, dto.PlatformRoles = memberships, &roles
 		return c.JSON(http.StatusOK, dto)
 	}
 	if err != nil {
 		return err
 	}
 	return c.JSON(http.StatusOK, userDTO{ID: u.ID, Email: u.Email, Name: u.Name, PersonalSpaceID: u.PersonalSpaceID,
-		CreatedAt: u.CreatedAt.UTC(), Memberships: memberships})
+		CreatedAt: u.CreatedAt.UTC(), Memberships: memberships, PlatformRoles: &roles})
 }
 
 type apiKeyCreated struct {

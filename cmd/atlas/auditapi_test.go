@@ -80,6 +80,13 @@ func TestPlatformRolesVerifyAndAdminAPI(t *testing.T) {
 	}
 	// An auditor is not an administrator.
 	expect(t, s.do("GET", "/api/v1/admin/projections", bob, nil), 403, "forbidden")
+	// GET /me shows the caller's platform roles.
+	if me := s.do("GET", "/api/v1/me", bob, nil).json(t); fmt.Sprint(me["platform_roles"]) != "[auditor]" {
+		t.Fatalf("bob's /me: %v", me)
+	}
+	if me := s.do("GET", "/api/v1/me", alice, nil).json(t); fmt.Sprint(me["platform_roles"]) != "[]" {
+		t.Fatalf("alice's /me: %v", me)
+	}
 	// How far sealing has come is a metric.
 	metrics := string(s.do("GET", "/metrics", "", nil).body)
 	for _, m := range []string{"atlas_audit_sealed_position ", "atlas_audit_head_position ", "atlas_audit_last_seal_timestamp_seconds "} {
