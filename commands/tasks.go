@@ -101,7 +101,7 @@ func (h *Handlers) CreateTask(ctx context.Context, cc Context, spaceID uuid.UUID
 	id := uuid.Must(uuid.NewV7())
 	st := task.State{}
 	evs, err := task.Decide(st, task.Create{TaskID: id, SpaceID: spaceID, Kind: kind, Input: input, MaxAttempts: maxAttempts,
-		Actor: cc.Actor, Access: task.Access(access)}, h.now())
+		Actor: cc.Actor, Subject: sp.OwnerUserID, Access: task.Access(access)}, h.now())
 	if err != nil {
 		return TaskResult{}, err
 	}

@@ -307,7 +307,7 @@ func (s *Server) streamTask(c echo.Context) error {
 			name, ev.Run, ev.Attempt, ev.Text = "output", e.Run, e.Attempt, e.Text
 		case task.Completed:
 			name, done = "completed", true
-			ev.Status, ev.Run, ev.Attempt, ev.Result = string(task.StatusCompleted), e.Run, e.Attempt, e.Result
+			ev.Status, ev.Run, ev.Attempt, ev.Result = string(task.StatusCompleted), e.Run, e.Attempt, e.ResultJSON()
 		case task.Failed:
 			ev.Run, ev.Attempt, ev.Error = e.Run, e.Attempt, e.Error
 			if e.RetryAt != nil {

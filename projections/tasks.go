@@ -60,8 +60,8 @@ func Tasks() *Projector {
 			task.EventCompleted: update(`status = 'completed', result = $3, error = NULL, finished_at = $4, updated_at = $4`, func(r eventstore.Record) []any {
 				e := r.Event.(task.Completed)
 				var result *string
-				if len(e.Result) > 0 {
-					s := string(e.Result)
+				if r := e.ResultJSON(); len(r) > 0 {
+					s := string(r)
 					result = &s
 				}
 				return []any{result, e.CompletedAt}

@@ -63,7 +63,10 @@ type Created struct {
 	Input       json.RawMessage `json:"input"`
 	MaxAttempts int             `json:"max_attempts"`
 	CreatedBy   uuid.UUID       `json:"created_by"`
-	CreatedAt   time.Time       `json:"created_at"`
+	// SubjectID is the owning user of a personal space: the task's output and result are sealed
+	// under their key (absent in organization spaces).
+	SubjectID *uuid.UUID `json:"subject_id,omitempty"`
+	CreatedAt time.Time  `json:"created_at"`
 }
 
 // Queued records that a run of the task was put on the job queue, in the same transaction as the
@@ -90,16 +93,51 @@ type OutputAppended struct {
 	Run     int       `json:"run"`
 	Attempt int       `json:"attempt"`
 	Text    string    `json:"text"`
-	At      time.Time `json:"at"`
+	// SubjectID as in Created: set in personal spaces, where Text is sealed.
+	SubjectID *uuid.UUID `json:"subject_id,omitempty"`
+	At        time.Time  `json:"at"`
 }
 
-// Completed records the success of an attempt, with the kind's structured result.
+// PersonalData implements domain.PersonalData: the output text, in personal spaces.
+func (e *OutputAppended) PersonalData() (uuid.UUID, []*string) {
+	return subject(e.SubjectID), []*string{&e.Text}
+}
+
+func subject(id *uuid.UUID) uuid.UUID {
+	if id == nil {
+		return uuid.Nil
+	}
+	return *id
+}
+
+// Completed records the success of an attempt, with the kind's structured result: Result in
+// organization spaces; in personal spaces PersonalResult, the same JSON as sealed text.
 type Completed struct {
-	TaskID      uuid.UUID       `json:"task_id"`
-	Run         int             `json:"run"`
-	Attempt     int             `json:"attempt"`
-	Result      json.RawMessage `json:"result,omitempty"`
-	CompletedAt time.Time       `json:"completed_at"`
+	TaskID         uuid.UUID       `json:"task_id"`
+	Run            int             `json:"run"`
+	Attempt        int             `json:"attempt"`
+	Result         json.RawMessage `json:"result,omitempty"`
+	PersonalResult string          `json:"personal_result,omitempty"`
+	SubjectID      *uuid.UUID      `json:"subject_id,omitempty"`
+	CompletedAt    time.Time       `json:"completed_at"`
+}
+
+// PersonalData implements domain.PersonalData: the result, in personal spaces.
+func (e *Completed) PersonalData() (uuid.UUID, []*string) {
+	return subject(e.SubjectID), []*string{&e.PersonalResult}
+}
+
+// ResultJSON is the result as JSON, whichever field holds it; an erased result reads as the JSON
+// string "[erased]".
+func (e Completed) ResultJSON() json.RawMessage {
+	if e.PersonalResult == "" {
+		return e.Result
+	}
+	if json.Valid([]byte(e.PersonalResult)) {
+		return json.RawMessage(e.PersonalResult)
+	}
+	b, _ := json.Marshal(domain.ErasedValue)
+	return b
 }
 
 // Failed records the failure of an attempt. With RetryAt set the task goes back to queued and the
@@ -142,6 +180,7 @@ type State struct {
 	Input       json.RawMessage
 	MaxAttempts int
 	CreatedBy   uuid.UUID
+	Subject     *uuid.UUID
 	Status      Status
 	Run         int   // the current run (0 before the first Queued)
 	JobID       int64 // the current run's job
@@ -174,6 +213,7 @@ type Create struct {
 	Input       json.RawMessage
 	MaxAttempts int
 	Actor       uuid.UUID
+	Subject     *uuid.UUID // the personal space's owner; nil in organization spaces
 	Access      Access
 }
 
@@ -249,7 +289,7 @@ func Decide(s State, cmd any, now time.Time) ([]domain.Event, error) {
 			input = json.RawMessage(`{}`)
 		}
 		return []domain.Event{Created{TaskID: c.TaskID, SpaceID: c.SpaceID, Kind: c.Kind, Input: input, MaxAttempts: c.MaxAttempts,
-			CreatedBy: c.Actor, CreatedAt: now}}, nil
+			CreatedBy: c.Actor, SubjectID: c.Subject, CreatedAt: now}}, nil
 	case Queue:
 		if !s.Exists() {
 			return nil, domain.Errorf(domain.CodeNotFound, "task not found")
@@ -279,7 +319,7 @@ func Decide(s State, cmd any, now time.Time) ([]domain.Event, error) {
 			const note = "\n[output cut: the task's output is limited]\n"
 			text = truncate(text, max(room-len(note), 0)) + note
 		}
-		return []domain.Event{OutputAppended{TaskID: s.ID, Run: c.Run, Attempt: c.Attempt, Text: text, At: now}}, nil
+		return []domain.Event{OutputAppended{TaskID: s.ID, Run: c.Run, Attempt: c.Attempt, Text: text, SubjectID: s.Subject, At: now}}, nil
 	case Complete:
 		if err := s.current(c.Run, c.Attempt, false); err != nil {
 			return nil, err
@@ -287,7 +327,11 @@ func Decide(s State, cmd any, now time.Time) ([]domain.Event, error) {
 		if len(c.Result) > MaxResultBytes {
 			return nil, domain.Errorf(domain.CodeInvalid, "a task's result must be at most %d bytes of JSON", MaxResultBytes)
 		}
-		return []domain.Event{Completed{TaskID: s.ID, Run: c.Run, Attempt: c.Attempt, Result: c.Result, CompletedAt: now}}, nil
+		e := Completed{TaskID: s.ID, Run: c.Run, Attempt: c.Attempt, Result: c.Result, CompletedAt: now}
+		if s.Subject != nil && len(c.Result) > 0 {
+			e.Result, e.PersonalResult, e.SubjectID = nil, string(c.Result), s.Subject
+		}
+		return []domain.Event{e}, nil
 	case Fail:
 		if err := s.current(c.Run, c.Attempt, false); err != nil {
 			return nil, err
@@ -371,6 +415,7 @@ func Evolve(s State, e domain.Event) State {
 	switch e := e.(type) {
 	case Created:
 		s.ID, s.SpaceID, s.Kind, s.Input, s.MaxAttempts, s.CreatedBy = e.TaskID, e.SpaceID, e.Kind, e.Input, e.MaxAttempts, e.CreatedBy
+		s.Subject = e.SubjectID
 		s.Status, s.CreatedAt, s.UpdatedAt = StatusPending, e.CreatedAt, e.CreatedAt
 	case Queued:
 		s.Status, s.Run, s.JobID, s.Attempt, s.UpdatedAt = StatusQueued, e.Run, e.JobID, 0, e.QueuedAt
@@ -384,7 +429,7 @@ func Evolve(s State, e domain.Event) State {
 		s.Output += e.Text
 		s.UpdatedAt = e.At
 	case Completed:
-		s.Status, s.Result, s.Error, s.UpdatedAt = StatusCompleted, e.Result, "", e.CompletedAt
+		s.Status, s.Result, s.Error, s.UpdatedAt = StatusCompleted, e.ResultJSON(), "", e.CompletedAt
 		at := e.CompletedAt
 		s.FinishedAt = &at
 	case Failed:

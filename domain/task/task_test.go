@@ -149,3 +149,35 @@ func TestOutputIsBounded(t *testing.T) {
 		t.Fatalf("output beyond the limit is appended: %v", evs)
 	}
 }
+
+func TestPersonalSpacesSealOutputAndResult(t *testing.T) {
+	owner := uuid.New()
+	c := created()
+	c.SubjectID = &owner
+	s := given(c, queued(1), started(1, 1))
+	evs, err := task.Decide(s, task.AppendOutput{Run: 1, Attempt: 1, Text: "secret"}, now)
+	if err != nil || evs[0].(task.OutputAppended).SubjectID == nil {
+		t.Fatalf("output in a personal space: %v %v", evs, err)
+	}
+	evs, err = task.Decide(s, task.Complete{Run: 1, Attempt: 1, Result: json.RawMessage(`{"summary":"secret"}`)}, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := evs[0].(task.Completed)
+	if e.Result != nil || e.PersonalResult != `{"summary":"secret"}` || string(e.ResultJSON()) != `{"summary":"secret"}` {
+		t.Fatalf("completed in a personal space: %+v", e)
+	}
+	e.PersonalResult = domain.ErasedValue
+	if string(e.ResultJSON()) != `"[erased]"` {
+		t.Fatalf("an erased result reads %s", e.ResultJSON())
+	}
+	if got := task.Evolve(s, evs[0]); string(got.Result) != `{"summary":"secret"}` {
+		t.Fatalf("evolved result %s", got.Result)
+	}
+	// Organization spaces keep the result as JSON.
+	s = given(created(), queued(1), started(1, 1))
+	evs, _ = task.Decide(s, task.Complete{Run: 1, Attempt: 1, Result: json.RawMessage(`{"a":1}`)}, now)
+	if e := evs[0].(task.Completed); string(e.Result) != `{"a":1}` || e.PersonalResult != "" || e.SubjectID != nil {
+		t.Fatalf("completed in an organization space: %+v", e)
+	}
+}
