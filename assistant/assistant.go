@@ -15,6 +15,7 @@ import (
 
 	"github.com/atlas-workspace/atlas/ai/llm"
 	"github.com/atlas-workspace/atlas/domain/chat"
+	"github.com/atlas-workspace/atlas/domain/space"
 	"github.com/atlas-workspace/atlas/eventstore"
 	"github.com/atlas-workspace/atlas/projections"
 	"github.com/atlas-workspace/atlas/search/index"
@@ -23,6 +24,7 @@ import (
 // Chats is what the assistant needs of the command side.
 type Chats interface {
 	Chat(ctx context.Context, id uuid.UUID, maxVersion int64) (chat.State, uuid.UUID, error)
+	Space(ctx context.Context, id uuid.UUID, maxVersion int64) (space.State, error)
 	AdvanceReply(ctx context.Context, st chat.State, tenant uuid.UUID, correlation string, cmd any) (chat.State, eventstore.Position, error)
 }
 
@@ -141,6 +143,7 @@ var (
 	errStopped  = errors.New("the reply was stopped")
 	errShutdown = errors.New("the server is shutting down")
 	errGone     = errors.New("the reply is no longer being written")
+	errNoSpace  = errors.New("the chat's space was deleted")
 )
 
 // Start begins writing reply replyID of chatID for viewer, in the background.
@@ -317,8 +320,34 @@ func (w *writer) run(ctx context.Context) {
 		}
 	}()
 	defer func() { tick.Stop(); close(tickDone) }()
+	// A deleted space ends the reply: nothing more is written into it.
+	go w.watchSpace(ctx, st.SpaceID, tickDone)
 	err = w.converse(ctx, msgs)
 	w.finish(ctx, err)
+}
+
+// spaceCheck is how often a writer checks that the chat's space still exists.
+const spaceCheck = 2 * time.Second
+
+// watchSpace stops the writer when the chat's space is deleted (the space's stream, not the chat's,
+// records that, so no append of the writer conflicts with it).
+func (w *writer) watchSpace(ctx context.Context, spaceID uuid.UUID, done <-chan struct{}) {
+	t := time.NewTicker(spaceCheck)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-done:
+			return
+		case <-t.C:
+			sp, err := w.a.cfg.Chats.Space(ctx, spaceID, 0)
+			if err == nil && !sp.Exists() {
+				w.cancel(errNoSpace)
+				return
+			}
+		}
+	}
 }
 
 // converse runs the model, and its tool calls, until it answers with text.
@@ -558,8 +587,11 @@ func (w *writer) finish(ctx context.Context, err error) {
 	reason := failureReason(err)
 	if ctx.Err() != nil {
 		reason = chat.ReasonInterrupted
-		if errors.Is(cause, errStopped) {
+		switch {
+		case errors.Is(cause, errStopped):
 			reason = chat.ReasonCancelledByViewer
+		case errors.Is(cause, errNoSpace):
+			reason = errNoSpace.Error()
 		}
 		w.log().Info("chat reply stopped", "cause", cause)
 	} else {

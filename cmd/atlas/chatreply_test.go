@@ -593,3 +593,50 @@ func TestChatPersonalDataIsSealed(t *testing.T) {
 		t.Fatalf("messages: %s", r.body)
 	}
 }
+
+// TestChatReplyEndsWithItsSpaceAndAtShutdown: deleting the chat's space stops a reply being written
+// (failed, nothing more appended); stopping the server fails the replies it writes as interrupted.
+func TestChatReplyEndsWithItsSpaceAndAtShutdown(t *testing.T) {
+	s, llm := assistantServer(t, nil)
+	slow := func() llmtest.Reply {
+		r := llmtest.Reply{DeltaDelay: 50 * time.Millisecond}
+		for i := 0; i < 400; i++ {
+			r.Deltas = append(r.Deltas, "z ")
+		}
+		return r
+	}
+	token, _, _ := s.newChat("space-gone@example.com")
+	r := s.do("POST", "/api/v1/spaces", token, map[string]string{"name": "Other", "slug": "other"})
+	expect(t, r, 201, "")
+	spaceID := r.json(t)["id"].(string)
+	r = s.do("POST", "/api/v1/spaces/"+spaceID+"/chats", token, map[string]any{})
+	expect(t, r, 201, "")
+	chatID := r.json(t)["id"].(string)
+	llm.Push(slow())
+	m := s.post(token, chatID, "go")
+	id := uuidOf(t, m["reply"].(map[string]any)["id"].(string))
+	waitFor(t, 10*time.Second, "the reply to start", func() bool { return s.app.Assistant.Running() == 1 })
+	expect(t, s.do("DELETE", "/api/v1/spaces/"+spaceID, token, nil), 200, "")
+	waitFor(t, 10*time.Second, "the writer to stop", func() bool { return s.app.Assistant.Running() == 0 })
+	st, _, err := s.app.Commands.Chat(t.Context(), uuidOf(t, chatID), 0)
+	if err != nil || st.Messages[id].Status != chat.StatusFailed {
+		t.Fatalf("reply in a deleted space: %+v %v", st.Messages[id], err)
+	}
+
+	token2, _, chat2 := s.newChat("shutdown@example.com")
+	llm.Push(slow())
+	m = s.post(token2, chat2, "go")
+	id = uuidOf(t, m["reply"].(map[string]any)["id"].(string))
+	waitFor(t, 10*time.Second, "the reply to start", func() bool { return s.app.Assistant.Running() == 1 })
+	if err := s.stop(); err != nil {
+		t.Fatal(err)
+	}
+	st, _, err = s.app.Commands.Chat(context.Background(), uuidOf(t, chat2), 0)
+	if err != nil || st.Messages[id].Status != chat.StatusFailed {
+		t.Fatalf("reply at shutdown: %+v %v", st.Messages[id], err)
+	}
+	recs, _ := s.app.Store.ReadStream(context.Background(), uuidOf(t, chat2), 0)
+	if f, ok := recs[len(recs)-1].Event.(chat.ReplyFailed); !ok || f.Reason != chat.ReasonInterrupted {
+		t.Fatalf("the stream ends with %+v", recs[len(recs)-1].Event)
+	}
+}
