@@ -12,6 +12,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/atlas-workspace/atlas/ai/llm"
 	"github.com/atlas-workspace/atlas/domain/chat"
@@ -65,6 +66,8 @@ type Config struct {
 	// SweepInterval is how often the sweeper looks (default 30 s).
 	SweepInterval time.Duration
 	Now           func() time.Time
+	// Registerer, when set, gets the assistant's metrics.
+	Registerer prometheus.Registerer
 }
 
 // Assistant writes replies (httpapi.Assistant).
@@ -78,6 +81,9 @@ type Assistant struct {
 	running map[uuid.UUID]*writer // by reply id
 	closed  bool
 	wg      sync.WaitGroup
+
+	outcomes *prometheus.CounterVec
+	firstTok prometheus.Histogram
 }
 
 // New returns an assistant; it writes replies once Start is called, until Run's context ends.
@@ -104,7 +110,17 @@ func New(cfg Config) *Assistant {
 		cfg.Logger = slog.Default()
 	}
 	base, stop := context.WithCancel(context.Background())
-	return &Assistant{cfg: cfg, broker: newBroker(), base: base, stop: stop, running: map[uuid.UUID]*writer{}}
+	a := &Assistant{cfg: cfg, broker: newBroker(), base: base, stop: stop, running: map[uuid.UUID]*writer{},
+		outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "atlas_chat_replies_total",
+			Help: "Chat replies ended by this process (or failed by its sweeper), by outcome."}, []string{"outcome"}),
+		firstTok: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "atlas_chat_reply_first_delta_seconds",
+			Help: "Time from a reply's start in this process to the model's first delta.", Buckets: prometheus.ExponentialBuckets(0.05, 2, 10)}),
+	}
+	if cfg.Registerer != nil {
+		cfg.Registerer.MustRegister(a.outcomes, a.firstTok, prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "atlas_chat_replies_running",
+			Help: "Chat replies this process is writing now."}, func() float64 { return float64(a.Running()) }))
+	}
+	return a
 }
 
 // Model names the model that writes replies; "" when none is configured.
@@ -236,6 +252,7 @@ func (a *Assistant) Sweep(ctx context.Context) (int, error) {
 		if err != nil {
 			return n, err
 		}
+		a.outcomes.WithLabelValues("interrupted").Inc()
 		n++
 	}
 	return n, nil
@@ -269,6 +286,8 @@ type writer struct {
 	pendBytes int
 	lastFlush time.Time
 	gone      bool
+	started   time.Time
+	firstSeen bool
 }
 
 func (w *writer) log() *slog.Logger {
@@ -297,7 +316,7 @@ func (w *writer) run(ctx context.Context) {
 	if st.Streaming == nil || st.Streaming.MessageID != w.replyID {
 		return
 	}
-	w.st, w.offset, w.lastFlush, w.ctx = st, st.Streaming.Offset, time.Now(), ctx
+	w.st, w.offset, w.lastFlush, w.ctx, w.started = st, st.Streaming.Offset, time.Now(), ctx, time.Now()
 	msgs := w.conversation(t)
 	tick := time.NewTicker(w.a.cfg.FlushInterval / 2)
 	tickDone := make(chan struct{})
@@ -323,7 +342,31 @@ func (w *writer) run(ctx context.Context) {
 	// A deleted space ends the reply: nothing more is written into it.
 	go w.watchSpace(ctx, st.SpaceID, tickDone)
 	err = w.converse(ctx, msgs)
+	w.a.outcomes.WithLabelValues(outcome(ctx, err)).Inc()
 	w.finish(ctx, err)
+}
+
+// outcome names how a reply ended, for the metrics.
+func outcome(ctx context.Context, err error) string {
+	cause := context.Cause(ctx)
+	var pe *llm.ProviderError
+	switch {
+	case err == nil:
+		return "completed"
+	case errors.Is(err, errGone) || errors.Is(cause, errGone) || errors.Is(cause, errStopped):
+		return "cancelled"
+	case errors.Is(cause, errShutdown):
+		return "interrupted"
+	case errors.Is(cause, errNoSpace):
+		return "space_deleted"
+	case errors.Is(err, llm.ErrStalled):
+		return "stalled"
+	case errors.As(err, &pe):
+		return "provider_error"
+	case errors.Is(err, context.DeadlineExceeded):
+		return "timeout"
+	}
+	return "error"
 }
 
 // spaceCheck is how often a writer checks that the chat's space still exists.
@@ -486,6 +529,10 @@ func (w *writer) onDelta(d llm.Delta) error {
 	defer w.mu.Unlock()
 	if w.gone {
 		return errGone
+	}
+	if !w.firstSeen {
+		w.firstSeen = true
+		w.a.firstTok.Observe(time.Since(w.started).Seconds())
 	}
 	for _, piece := range []struct {
 		reasoning bool

@@ -164,7 +164,7 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		model = client
 	}
 	a.Assistant = assistant.New(assistant.Config{Chats: a.Commands, Log: a.Store, Model: model, Search: a.Search, Pool: projectorPool, Logger: log,
-		StaleAfter: cfg.ChatStaleAfter, SweepInterval: cfg.ChatSweep})
+		StaleAfter: cfg.ChatStaleAfter, SweepInterval: cfg.ChatSweep, Registerer: a.Registry})
 	tm, err := taskModel(cfg)
 	if err != nil {
 		a.Close()

@@ -292,6 +292,12 @@ func TestChatReplyFailures(t *testing.T) {
 	if final = s.waitMessage(token, chatID, id, "failed"); !strings.Contains(final["error"].(string), "400") {
 		t.Fatalf("refused reply: %v", final)
 	}
+	metrics := string(s.do("GET", "/metrics", "", nil).body)
+	for _, want := range []string{`atlas_chat_replies_total{outcome="provider_error"} 2`, `atlas_chat_replies_total{outcome="stalled"} 1`, "atlas_chat_replies_running 0"} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
 }
 
 // TestChatReplyCancel cancels a reply being written: it stops, keeps what it had, and a new message
