@@ -3,8 +3,13 @@ package eventstore
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"sort"
+	"strconv"
+	"strings"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -37,7 +42,48 @@ const (
 	// BrokenSealMismatch: a sealed range holds as many events as sealed but hashes differently (events
 	// reordered, edited or replaced, or the last seal itself altered).
 	BrokenSealMismatch = "seal_mismatch"
+	// BrokenAnchor: a seal the auditor recorded earlier (an anchor) has another hash now, or no longer
+	// exists (seals were removed from the end of the chain).
+	BrokenAnchor = "anchor_mismatch"
 )
+
+// Anchor is a seal's number and hash as an auditor recorded them earlier, outside the database: the
+// chain of seals must still contain it. It catches a rewrite of the newest seals, which the chain alone
+// cannot show.
+type Anchor struct {
+	Seq  int64
+	Hash []byte
+}
+
+// ParseAnchor parses "SEQ:HEXHASH" (as the report's last_seal prints them).
+func ParseAnchor(s string) (Anchor, error) {
+	seq, h, ok := strings.Cut(s, ":")
+	n, err := strconv.ParseInt(seq, 10, 64)
+	if !ok || err != nil || n < 1 {
+		return Anchor{}, fmt.Errorf("anchor %q is not SEQ:HASH (a seal number and its hex SHA-256)", s)
+	}
+	b, err := hex.DecodeString(h)
+	if err != nil || len(b) != sha256.Size {
+		return Anchor{}, fmt.Errorf("anchor %q is not SEQ:HASH (a seal number and its hex SHA-256)", s)
+	}
+	return Anchor{Seq: n, Hash: b}, nil
+}
+
+// SealInfo identifies the last seal of a report: record "seq:hash" somewhere else and pass it as an
+// anchor to a later verification.
+type SealInfo struct {
+	Seq        int64     `json:"seq"`
+	Hash       string    `json:"hash"`
+	ToPosition int64     `json:"to_position"`
+	SealedAt   time.Time `json:"sealed_at"`
+	Anchor     string    `json:"anchor"`
+}
+
+// VerifyOptions tune Verify.
+type VerifyOptions struct {
+	Progress VerifyProgress
+	Anchors  []Anchor
+}
 
 // Broken describes one broken link found by Verify. Position orders findings: the event's
 // global position for stream findings, the seal's last position for seal findings.
@@ -56,14 +102,18 @@ type Broken struct {
 
 // VerifyReport is the outcome of Verify.
 type VerifyReport struct {
-	OK             bool    `json:"ok"`
-	CheckedEvents  int64   `json:"checked_events"`
-	CheckedStreams int64   `json:"checked_streams"`
-	CheckedSeals   int64   `json:"checked_seals"`
-	SealedThrough  int64   `json:"sealed_through"`  // the last sealed global position (0: no seal yet)
-	UnsealedEvents int64   `json:"unsealed_events"` // events past it, verified by their stream chains only
-	BrokenCount    int64   `json:"broken_count"`
-	FirstBroken    *Broken `json:"first_broken"`
+	OK             bool  `json:"ok"`
+	CheckedEvents  int64 `json:"checked_events"`
+	CheckedStreams int64 `json:"checked_streams"`
+	CheckedSeals   int64 `json:"checked_seals"`
+	SealedThrough  int64 `json:"sealed_through"`  // the last sealed global position (0: no seal yet)
+	UnsealedEvents int64 `json:"unsealed_events"` // events past it, verified by their stream chains only
+	// OldestUnsealedAt is when the oldest unsealed event was recorded. Much older than the sealing
+	// interval means the sealer has not run, or seals were removed from the end of the chain.
+	OldestUnsealedAt *time.Time `json:"oldest_unsealed_at"`
+	LastSeal         *SealInfo  `json:"last_seal"`
+	BrokenCount      int64      `json:"broken_count"`
+	FirstBroken      *Broken    `json:"first_broken"`
 	// Broken lists the earliest findings (at most MaxBrokenListed), in log order.
 	Broken []Broken `json:"broken"`
 }
@@ -91,6 +141,13 @@ type VerifyProgress func(phase string, events int64)
 // stream chains alone. Deleting a stream's last unsealed events cannot be told from their never
 // having been written; once sealed, it can.
 func Verify(ctx context.Context, pool *pgxpool.Pool, progress VerifyProgress) (VerifyReport, error) {
+	return VerifyWith(ctx, pool, VerifyOptions{Progress: progress})
+}
+
+// VerifyWith is Verify with options: progress reports, and anchors (seals recorded earlier that must
+// still be in the chain with the same hash).
+func VerifyWith(ctx context.Context, pool *pgxpool.Pool, opts VerifyOptions) (VerifyReport, error) {
+	progress := opts.Progress
 	if progress == nil {
 		progress = func(string, int64) {}
 	}
@@ -99,7 +156,7 @@ func Verify(ctx context.Context, pool *pgxpool.Pool, progress VerifyProgress) (V
 		if err := verifyStreams(ctx, tx, &rep, progress); err != nil {
 			return err
 		}
-		return verifySeals(ctx, tx, &rep, progress)
+		return verifySeals(ctx, tx, &rep, progress, opts.Anchors)
 	})
 	if err != nil {
 		return rep, fmt.Errorf("verify: %w", err)
@@ -180,7 +237,7 @@ func verifyStreams(ctx context.Context, tx pgx.Tx, rep *VerifyReport, progress V
 	return nil
 }
 
-func verifySeals(ctx context.Context, tx pgx.Tx, rep *VerifyReport, progress VerifyProgress) error {
+func verifySeals(ctx context.Context, tx pgx.Tx, rep *VerifyReport, progress VerifyProgress, anchors []Anchor) error {
 	var (
 		prev     *Seal
 		pending  *Seal // a seal whose stored hash differs from the recomputed one, judged by its successor
@@ -268,6 +325,14 @@ func verifySeals(ctx context.Context, tx pgx.Tx, rep *VerifyReport, progress Ver
 				p := s
 				pending = &p
 			}
+			for _, a := range anchors {
+				if a.Seq == s.Seq && !bytes.Equal(a.Hash, s.Hash) {
+					b := base
+					b.Kind = BrokenAnchor
+					b.Reason = fmt.Sprintf("seal %d's hash is not the one recorded as an anchor (%x): the seal chain was rewritten", s.Seq, a.Hash)
+					rep.add(b)
+				}
+			}
 			prev = &page[i]
 			rep.SealedThrough = s.ToPosition
 		}
@@ -275,5 +340,28 @@ func verifySeals(ctx context.Context, tx pgx.Tx, rep *VerifyReport, progress Ver
 	if pending != nil {
 		judge(pending, computed, nil)
 	}
-	return tx.QueryRow(ctx, `SELECT count(*) FROM events WHERE global_position > $1`, rep.SealedThrough).Scan(&rep.UnsealedEvents)
+	if prev != nil {
+		h := hex.EncodeToString(prev.Hash)
+		rep.LastSeal = &SealInfo{Seq: prev.Seq, Hash: h, ToPosition: prev.ToPosition, SealedAt: prev.SealedAt,
+			Anchor: strconv.FormatInt(prev.Seq, 10) + ":" + h}
+	}
+	var lastSeq int64
+	if prev != nil {
+		lastSeq = prev.Seq
+	}
+	for _, a := range anchors {
+		if a.Seq > lastSeq {
+			rep.add(Broken{Kind: BrokenAnchor, Position: rep.SealedThrough, Seal: a.Seq,
+				Reason: fmt.Sprintf("seal %d, recorded as an anchor, is gone: the chain ends at seal %d (seals were removed from its end)", a.Seq, lastSeq)})
+		}
+	}
+	if err := tx.QueryRow(ctx, `SELECT count(*), min(recorded_at) FROM events WHERE global_position > $1`, rep.SealedThrough).
+		Scan(&rep.UnsealedEvents, &rep.OldestUnsealedAt); err != nil {
+		return err
+	}
+	if rep.OldestUnsealedAt != nil {
+		t := rep.OldestUnsealedAt.UTC()
+		rep.OldestUnsealedAt = &t
+	}
+	return nil
 }

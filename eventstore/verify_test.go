@@ -3,6 +3,7 @@ package eventstore_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -215,6 +216,42 @@ func TestVerifyFindsEveryTampering(t *testing.T) {
 		tamper(t, l, `UPDATE audit_seals SET hash = sha256(hash) WHERE seq = 3`)
 		expectBroken(t, verify(t, l), eventstore.BrokenSealMismatch, 9)
 	})
+	t.Run("newest seals removed or rewritten", func(t *testing.T) {
+		// Without an anchor, removing the last seal leaves a shorter, consistent chain: only the age of
+		// the unsealed events hints at it. An anchor recorded earlier catches it.
+		l := newAuditLog(t)
+		rep := verify(t, l)
+		anchor, err := eventstore.ParseAnchor(rep.LastSeal.Anchor)
+		if err != nil || rep.LastSeal.Seq != 3 || anchor.Seq != 3 {
+			t.Fatalf("last seal %+v: %v", rep.LastSeal, err)
+		}
+		tamper(t, l, `DELETE FROM audit_seals WHERE seq = 3`)
+		rep = verify(t, l)
+		if !rep.OK || rep.UnsealedEvents != 1 || rep.OldestUnsealedAt == nil {
+			t.Fatalf("without an anchor: %+v", rep)
+		}
+		withAnchor := func() eventstore.VerifyReport {
+			rep, err := eventstore.VerifyWith(context.Background(), l.pool, eventstore.VerifyOptions{Anchors: []eventstore.Anchor{anchor}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return rep
+		}
+		fb := expectBroken(t, withAnchor(), eventstore.BrokenAnchor, 8)
+		if fb.Seal != 3 {
+			t.Fatalf("wrong seal: %+v", fb)
+		}
+		// The forger edits C3 and reseals it consistently: the chain holds; the anchor does not.
+		tamper(t, l, `UPDATE events SET data = '{"n": 99}' WHERE global_position = 9`,
+			`UPDATE events e SET hash = sha256(e.prev_hash || events_canonical(e)) WHERE global_position = 9`)
+		if _, err := (&eventstore.Sealer{Pool: l.pool}).SealOnce(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if rep := verify(t, l); !rep.OK || rep.CheckedSeals != 3 {
+			t.Fatalf("the resealed log should look intact without an anchor: %+v", rep)
+		}
+		expectBroken(t, withAnchor(), eventstore.BrokenAnchor, 9)
+	})
 	t.Run("unsealed tail", func(t *testing.T) {
 		l := newAuditLog(t)
 		appendN(t, l.store, l.a, 3, 4, 5)
@@ -228,6 +265,18 @@ func TestVerifyFindsEveryTampering(t *testing.T) {
 			t.Fatalf("wrong event: %+v", fb)
 		}
 	})
+}
+
+func TestParseAnchor(t *testing.T) {
+	good := "12:" + strings.Repeat("ab", 32)
+	if a, err := eventstore.ParseAnchor(good); err != nil || a.Seq != 12 || len(a.Hash) != 32 {
+		t.Fatalf("%+v %v", a, err)
+	}
+	for _, bad := range []string{"", "12", "x:" + strings.Repeat("ab", 32), "0:" + strings.Repeat("ab", 32), "3:abcd", "3:" + strings.Repeat("zz", 32)} {
+		if _, err := eventstore.ParseAnchor(bad); err == nil {
+			t.Errorf("%q parsed", bad)
+		}
+	}
 }
 
 // The application role can neither change nor remove a seal, and the owner is stopped by the trigger.

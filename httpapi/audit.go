@@ -22,7 +22,7 @@ import (
 
 // Auditing is what the audit routes need: verification of the whole log and a tenant's events.
 type Auditing interface {
-	Verify(ctx context.Context) (eventstore.VerifyReport, error)
+	Verify(ctx context.Context, anchors []eventstore.Anchor) (eventstore.VerifyReport, error)
 	ReadTenant(ctx context.Context, tenant uuid.UUID, after eventstore.Position, f eventstore.TenantFilter, limit int) ([]eventstore.Record, error)
 	EachTenant(ctx context.Context, tenant uuid.UUID, after eventstore.Position, f eventstore.TenantFilter, pageSize int, each func(eventstore.Record) error) error
 }
@@ -68,6 +68,14 @@ func (s *Server) requireRole(roles ...string) echo.MiddlewareFunc {
 // verifyLog checks the whole event log (GET /api/v1/audit/verify, platform auditors). One
 // verification runs at a time per process; others wait for it.
 func (s *Server) verifyLog(c echo.Context) error {
+	var anchors []eventstore.Anchor
+	for _, a := range c.QueryParams()["anchor"] {
+		an, err := eventstore.ParseAnchor(a)
+		if err != nil {
+			return domain.Errorf(domain.CodeBadRequest, "%s", err.Error())
+		}
+		anchors = append(anchors, an)
+	}
 	ctx := c.Request().Context()
 	select {
 	case s.verifying <- struct{}{}:
@@ -75,7 +83,7 @@ func (s *Server) verifyLog(c echo.Context) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	rep, err := s.deps.Audit.Verify(ctx)
+	rep, err := s.deps.Audit.Verify(ctx, anchors)
 	if err != nil {
 		return err
 	}

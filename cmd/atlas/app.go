@@ -196,8 +196,8 @@ type auditing struct {
 	pool *pgxpool.Pool
 }
 
-func (a auditing) Verify(ctx context.Context) (eventstore.VerifyReport, error) {
-	return eventstore.Verify(ctx, a.pool, nil)
+func (a auditing) Verify(ctx context.Context, anchors []eventstore.Anchor) (eventstore.VerifyReport, error) {
+	return eventstore.VerifyWith(ctx, a.pool, eventstore.VerifyOptions{Anchors: anchors})
 }
 
 // Close releases the app's connections.

@@ -56,18 +56,28 @@ func openCore(ctx context.Context, cfg Config, log *slog.Logger) (*core, error) 
 
 func (c *core) Close() { c.pool.Close() }
 
-// auditCmd runs `atlas audit verify [--json]` and `atlas audit seal`.
+// auditCmd runs `atlas audit verify [--json] [--anchor SEQ:HASH]...` and `atlas audit seal`.
 func auditCmd(ctx context.Context, cfg Config, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		return usageError("audit: verify [--json] or seal")
 	}
 	asJSON := false
-	for _, a := range args[1:] {
-		if (a == "--json" || a == "-json") && args[0] == "verify" {
+	var anchors []eventstore.Anchor
+	for i := 1; i < len(args); i++ {
+		a := args[i]
+		switch {
+		case (a == "--json" || a == "-json") && args[0] == "verify":
 			asJSON = true
-			continue
+		case (a == "--anchor" || a == "-anchor") && args[0] == "verify" && i+1 < len(args):
+			an, err := eventstore.ParseAnchor(args[i+1])
+			if err != nil {
+				return usageError(err.Error())
+			}
+			anchors = append(anchors, an)
+			i++
+		default:
+			return usageError(fmt.Sprintf("audit %s: unknown argument %q", args[0], a))
 		}
-		return usageError(fmt.Sprintf("audit %s: unknown argument %q", args[0], a))
 	}
 	quiet := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	c, err := openCore(ctx, cfg, quiet)
@@ -86,12 +96,12 @@ func auditCmd(ctx context.Context, cfg Config, args []string, stdout, stderr io.
 	case "verify":
 		start := time.Now()
 		last := time.Time{}
-		rep, err := eventstore.Verify(ctx, c.pool, func(phase string, n int64) {
+		rep, err := eventstore.VerifyWith(ctx, c.pool, eventstore.VerifyOptions{Anchors: anchors, Progress: func(phase string, n int64) {
 			if time.Since(last) >= time.Second {
 				last = time.Now()
 				fmt.Fprintf(stderr, "verify: %s: %d events checked\n", phase, n)
 			}
-		})
+		}})
 		if err != nil {
 			return err
 		}
@@ -105,6 +115,13 @@ func auditCmd(ctx context.Context, cfg Config, args []string, stdout, stderr io.
 		} else {
 			fmt.Fprintf(stdout, "checked %d events in %d streams and %d seals (sealed through position %d; %d later events checked by their stream chains)\n",
 				rep.CheckedEvents, rep.CheckedStreams, rep.CheckedSeals, rep.SealedThrough, rep.UnsealedEvents)
+			if rep.LastSeal != nil {
+				fmt.Fprintf(stdout, "last seal: %d, through position %d, sealed at %s (anchor for a later check: --anchor %s)\n",
+					rep.LastSeal.Seq, rep.LastSeal.ToPosition, rep.LastSeal.SealedAt.Format(time.RFC3339), rep.LastSeal.Anchor)
+			}
+			if rep.OldestUnsealedAt != nil {
+				fmt.Fprintf(stdout, "oldest unsealed event recorded at %s\n", rep.OldestUnsealedAt.Format(time.RFC3339))
+			}
 			if rep.OK {
 				fmt.Fprintln(stdout, "the event log is intact")
 			}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -54,6 +55,17 @@ func TestAuditVerifyCLI(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "the event log is intact") || !strings.Contains(out, "checked 7 events") ||
 		!strings.Contains(errOut, "verify: done") {
 		t.Fatalf("verify: %d\n%s\n%s", code, out, errOut)
+	}
+	// The anchor printed for a later check verifies.
+	m := regexp.MustCompile(`--anchor (\d+:[0-9a-f]{64})`).FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("no anchor in %s", out)
+	}
+	if code, out, _ := runCLI("audit", "verify", "--anchor", m[1]); code != 0 {
+		t.Fatalf("verify with the anchor: %d %s", code, out)
+	}
+	if code, _, _ := runCLI("audit", "verify", "--anchor", "1:beef"); code != 2 {
+		t.Fatalf("a malformed anchor exited %d", code)
 	}
 	// One more event, unsealed, then tampered with.
 	if _, err := app.Commands.CreateSpace(ctx, commands.Context{Actor: reg.User.ID}, nil, "S", "late", "private"); err != nil {

@@ -78,6 +78,13 @@ func TestPlatformRolesVerifyAndAdminAPI(t *testing.T) {
 	if rep["ok"] != true || rep["checked_events"].(float64) < 5 || rep["first_broken"] != nil {
 		t.Fatalf("verify: %v", rep)
 	}
+	anchor := rep["last_seal"].(map[string]any)["anchor"].(string)
+	r := s.do("GET", "/api/v1/audit/verify?anchor="+anchor, bob, nil)
+	expect(t, r, 200, "")
+	if r.json(t)["ok"] != true {
+		t.Fatalf("verify with an anchor: %s", r.body)
+	}
+	expect(t, s.do("GET", "/api/v1/audit/verify?anchor=1:00", bob, nil), 400, "invalid_request")
 	// An auditor is not an administrator.
 	expect(t, s.do("GET", "/api/v1/admin/projections", bob, nil), 403, "forbidden")
 	// GET /me shows the caller's platform roles.
@@ -122,7 +129,7 @@ func TestPlatformRolesVerifyAndAdminAPI(t *testing.T) {
 	// An administrator is not an auditor.
 	expect(t, s.do("GET", "/api/v1/audit/verify", alice, nil), 403, "forbidden")
 	expect(t, s.do("POST", "/api/v1/admin/projections/nope/rebuild", alice, nil), 404, "not_found")
-	r := s.do("POST", "/api/v1/admin/projections/spaces/rebuild", alice, nil)
+	r = s.do("POST", "/api/v1/admin/projections/spaces/rebuild", alice, nil)
 	expect(t, r, 202, "")
 	if m := r.json(t); m["status"] != "rebuilding" || m["name"] != "spaces" {
 		t.Fatalf("rebuild: %s", r.body)

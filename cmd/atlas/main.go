@@ -33,8 +33,9 @@ commands:
   projections rebuild NAME     rebuild a projector's read model from the start of the log
                                (resumes an interrupted rebuild; --restart starts over)
   search reindex [--quiet]     rebuild the search index from the event log, with progress
-  audit verify [--json]        check every stream's hash chain and the chain of seals; exit 0 when
-                               intact, 3 when a link is broken (the first one is reported), 1 on error
+  audit verify [--json] [--anchor SEQ:HASH]
+                               check every stream's hash chain and the chain of seals (and that seal
+                               SEQ still has HASH); exit 0 when intact, 3 when a link is broken, 1 on error
   audit seal                   write the seals the log allows now (atlas serve does it periodically)
   admin grant EMAIL ROLE       give a user a platform role: admin (admin API) or auditor (audit/verify)
   admin revoke EMAIL ROLE      take it back
