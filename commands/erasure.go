@@ -13,6 +13,7 @@ import (
 	"github.com/atlas-workspace/atlas/domain"
 	"github.com/atlas-workspace/atlas/domain/apikey"
 	"github.com/atlas-workspace/atlas/domain/org"
+	"github.com/atlas-workspace/atlas/domain/platform"
 	"github.com/atlas-workspace/atlas/domain/space"
 	"github.com/atlas-workspace/atlas/domain/user"
 	"github.com/atlas-workspace/atlas/eventstore"
@@ -34,8 +35,8 @@ type ErasureResult struct {
 // records user.erased on the user's stream (releasing the email, so the address can register again
 // as a new user), deletes every space the user owns (the personal space included: notes, files,
 // blobs and search entries follow through the space-deletion cascades), revokes their API keys,
-// takes them out of every organization and space they belong to, and withdraws pending invitations
-// addressed to their email. Their sessions are deleted in the same transaction. Then the keys that
+// takes them out of every organization and space they belong to, revokes their platform roles, and
+// withdraws pending invitations addressed to their email. Their sessions are deleted in the same transaction. Then the keys that
 // seal their personal data (and the invitations' emails) are destroyed; the erasure projector
 // destroys them again from the event, so a crash between the commit and this step cannot leave the
 // data readable.
@@ -349,6 +350,24 @@ func (h *Handlers) eraseLocked(ctx context.Context, t *txn, cc Context, st user.
 		streams = append(streams, eventstore.StreamAppend{StreamType: space.StreamType, StreamID: id, TenantID: &tenant,
 			ExpectedVersion: sst.Version, Events: evs})
 		release = append(release, eventstore.Reservation{Scope: space.SlugScope(uid), Key: sst.Slug, StreamID: id})
+	}
+	// Platform roles are revoked: once the email is released no operator could name the user to
+	// `atlas admin revoke` any more.
+	plat, _, err := load(ctx, h.store, platform.StreamID, 0, platform.Evolve)
+	if err != nil {
+		return erasure{}, err
+	}
+	var platEvs []domain.Event
+	for _, role := range plat.Holders[uid] {
+		evs, err := platform.Decide(plat, platform.Revoke{User: uid, Role: role}, now)
+		if err != nil {
+			return erasure{}, err
+		}
+		platEvs = append(platEvs, evs...)
+	}
+	if len(platEvs) > 0 {
+		streams = append(streams, eventstore.StreamAppend{StreamType: platform.StreamType, StreamID: platform.StreamID,
+			ExpectedVersion: plat.Version, Events: platEvs})
 	}
 	// API keys are revoked: they stop authenticating with this commit.
 	for _, id := range refs.keys {

@@ -170,6 +170,16 @@ func TestErasure(t *testing.T) {
 		code := run(args, func(k string) string { return s.env[k] }, &out, &errOut)
 		return code, out.String() + errOut.String()
 	}
+	if code, out := audit("admin", "grant", email, "auditor"); code != 0 {
+		t.Fatalf("admin grant: %d %s", code, out)
+	}
+	waitFor(t, 10*time.Second, "her platform role is granted", func() bool {
+		var n int
+		if err := db.QueryRow(ctx, `SELECT count(*) FROM platform_roles WHERE user_id = $1`, adaID).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n == 1
+	})
 	// The log so far is sealed: erasure must not disturb what the seals cover.
 	if code, out := audit("audit", "seal"); code != 0 {
 		t.Fatalf("audit seal: %d %s", code, out)
@@ -270,6 +280,13 @@ func TestErasure(t *testing.T) {
 			t.Errorf("%q is still stored in %v", needle, found)
 		}
 	}
+	waitFor(t, 10*time.Second, "her platform role is revoked", func() bool {
+		var n int
+		if err := db.QueryRow(ctx, `SELECT count(*) FROM platform_roles WHERE user_id = $1`, adaID).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n == 0
+	})
 	var keyLeft []byte
 	var keyErased *time.Time
 	if err := db.QueryRow(ctx, `SELECT key, erased_at FROM subject_keys WHERE subject_id = $1`, adaID).Scan(&keyLeft, &keyErased); err != nil || keyLeft != nil || keyErased == nil {
@@ -295,6 +312,12 @@ func TestErasure(t *testing.T) {
 	c, e := recs[0].Event.(note.Created), recs[1].Event.(note.Edited)
 	if c.Title != domain.ErasedValue || c.Body != domain.ErasedValue || e.Title != domain.ErasedValue || e.Body != domain.ErasedValue {
 		t.Fatalf("note history after erasure: %+v %+v", c, e)
+	}
+	for _, id := range []string{noteID, adaID, fileID} {
+		code, out := audit("replay", id)
+		if code != 0 || !strings.Contains(out, domain.ErasedValue) || strings.Contains(out, "Zephyrine") || strings.Contains(out, "marmalade") || strings.Contains(out, "Quixotic") {
+			t.Fatalf("atlas replay %s after erasure: %d %s", id, code, out)
+		}
 	}
 	r = s.do("GET", "/api/v1/orgs/"+bobco+"/history", bob, nil)
 	expect(t, r, 200, "")
