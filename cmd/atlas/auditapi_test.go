@@ -437,3 +437,72 @@ func TestOrgAuditNDJSONExportInConstantMemory(t *testing.T) {
 		t.Fatalf("the heap grew by %d bytes streaming %d bytes of events: not constant memory", growth, logBytes)
 	}
 }
+
+// A healthy log never fails verification while commands append and the sealer of the running server
+// seals (every 20 ms): the API and the CLI verify again and again meanwhile.
+func TestVerifyWhileWritersAppend(t *testing.T) {
+	s := startServerWith(t, map[string]string{"ATLAS_SEAL_INTERVAL": "20ms"})
+	auditor, _, _ := s.register("auditor@busy.test", "Auditor")
+	if code := s.admin("grant", "auditor@busy.test", "auditor"); code != 0 {
+		t.Fatalf("grant exited %d", code)
+	}
+	waitFor(t, 10*time.Second, "the auditor role", func() bool { return s.do("GET", "/api/v1/audit/verify", auditor, nil).status == 200 })
+
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	done := make(chan int)
+	for w := range 4 {
+		go func() {
+			n := 0
+			defer func() { done <- n }()
+			reg, err := s.app.Commands.Register(context.Background(), commands.Context{}, fmt.Sprintf("w%d@busy.test", w), "W", "correct horse battery")
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			cc := commands.Context{Actor: reg.User.ID}
+			for i := 0; ctx.Err() == nil; i++ {
+				sp, err := s.app.Commands.CreateSpace(context.Background(), cc, nil, "S", fmt.Sprintf("s%d", i), "private")
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if _, err := s.app.Commands.CreateNote(context.Background(), cc, sp.Space.ID, "T", "B"); err != nil {
+					t.Error(err)
+					return
+				}
+				n += 2
+			}
+		}()
+	}
+	checks := 0
+	for ctx.Err() == nil {
+		r := s.do("GET", "/api/v1/audit/verify", auditor, nil)
+		expect(t, r, 200, "")
+		if rep := r.json(t); rep["ok"] != true {
+			t.Fatalf("false alarm during appends: %s", r.body)
+		}
+		checks++
+		if checks%5 == 0 {
+			var out strings.Builder
+			if code := run([]string{"audit", "verify"}, func(k string) string { return s.env[k] }, &out, io.Discard); code != 0 {
+				t.Fatalf("atlas audit verify during appends exited %d: %s", code, out.String())
+			}
+		}
+	}
+	appended := 0
+	for range 4 {
+		appended += <-done
+	}
+	// Once the writers stop, everything gets sealed.
+	var rep map[string]any
+	waitFor(t, 10*time.Second, "every event sealed", func() bool {
+		r := s.do("GET", "/api/v1/audit/verify", auditor, nil)
+		rep = r.json(t)
+		return r.status == 200 && rep["unsealed_events"].(float64) == 0
+	})
+	if rep["ok"] != true || rep["checked_seals"].(float64) < 2 {
+		t.Fatalf("after the appends: %v", rep)
+	}
+	t.Logf("%d verifications while %d events were appended; %v seals", checks, appended, rep["checked_seals"])
+}
