@@ -122,7 +122,15 @@ var eventTypeRE = regexp.MustCompile(`^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$`)
 func auditFilter(c echo.Context) (eventstore.Position, eventstore.TenantFilter, error) {
 	var f eventstore.TenantFilter
 	var after eventstore.Position
-	if a := c.QueryParam("after"); a != "" {
+	// after= is the contract's name; cursor= (the lists' convention) is accepted too.
+	a, cur := c.QueryParam("after"), c.QueryParam("cursor")
+	if a != "" && cur != "" && a != cur {
+		return after, f, domain.Errorf(domain.CodeBadRequest, "give after or cursor, not two different positions")
+	}
+	if a == "" {
+		a = cur
+	}
+	if a != "" {
 		p, err := eventstore.ParsePosition(a)
 		if err != nil {
 			return after, f, domain.Errorf(domain.CodeBadRequest, "after %q is not a position such as 1234.56 (an event's position or next_cursor)", a)

@@ -22,13 +22,16 @@ import (
 	"github.com/atlas-workspace/atlas/eventstore"
 )
 
-// grant runs `atlas admin grant|revoke EMAIL ROLE` against the server's database.
+// admin runs `atlas admin grant|revoke EMAIL ROLE` against the server's database.
 func (s *server) admin(verb, email, role string) int {
 	s.t.Helper()
 	var out, errOut strings.Builder
 	code := run([]string{"admin", verb, email, role}, func(k string) string { return s.env[k] }, &out, &errOut)
 	if code == 0 && !strings.Contains(out.String(), verb[:len(verb)-1]) {
 		s.t.Fatalf("admin %s: %s", verb, out.String())
+	}
+	if code != 0 {
+		s.t.Logf("admin %s %s %s: exit %d: %s", verb, email, role, code, errOut.String())
 	}
 	return code
 }
@@ -270,6 +273,13 @@ func TestOrgAuditLog(t *testing.T) {
 	if len(rest) != len(all)-3 || rest[0]["position"] != all[3]["position"] {
 		t.Fatalf("after: %d events, first %v", len(rest), rest[0])
 	}
+
+	// cursor= is the same as after=.
+	viaCursor := auditPages(t, s, owner, base+"?cursor="+all[2]["position"].(string))
+	if len(viaCursor) != len(rest) {
+		t.Fatalf("cursor: %d events, after: %d", len(viaCursor), len(rest))
+	}
+	expect(t, s.do("GET", base+"?after="+all[1]["position"].(string)+"&cursor="+all[2]["position"].(string), owner, nil), 400, "invalid_request")
 
 	// NDJSON of the same events.
 	lines := auditNDJSON(t, s, owner, base, nil)
