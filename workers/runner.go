@@ -108,7 +108,9 @@ func New(cfg Config) (*Runner, error) {
 		// River's own rescuer is the backstop; Atlas's lease (heartbeats) rescues dead workers first.
 		RescueStuckJobsAfter: max(time.Hour, 10*cfg.Lease),
 		FetchPollInterval:    cfg.Poll,
-		FetchCooldown:        min(100*time.Millisecond, cfg.Poll),
+		// A worker that finishes an attempt fetches the next at once (River waits 100 ms by default,
+		// which caps a process at Workers/0.1 s attempts per second).
+		FetchCooldown: min(5*time.Millisecond, cfg.Poll),
 	}
 	if cfg.Workers > 0 {
 		rc.Queues = map[string]river.QueueConfig{queueName: {MaxWorkers: cfg.Workers}}
@@ -233,7 +235,9 @@ func (w *worker) Work(ctx context.Context, job *river.Job[jobArgs]) error {
 		return river.JobCancel(fmt.Errorf("stale attempt: %w", err))
 	}
 	if err != nil {
-		return fmt.Errorf("start task %s: %w", args.TaskID, err)
+		// The database could not be reached: try again later without using up an attempt.
+		log.Warn("task attempt could not start", "error", err)
+		return river.JobSnooze(r.backoff(1))
 	}
 	st := att.State()
 	k, ok := r.kinds[st.Kind]
@@ -259,10 +263,10 @@ func (w *worker) Work(ctx context.Context, job *river.Job[jobArgs]) error {
 	if runErr == nil && work.Err() != nil {
 		runErr = context.Cause(work) // the kind ignored its context; its result is not trusted
 	}
-	stop(nil)
-	<-hbDone
 	flushErr := out.close()
 	cause := context.Cause(work)
+	// The lease is kept until the outcome is recorded (that may wait for the database a while).
+	defer func() { stop(nil); <-hbDone }()
 	if errors.Is(context.Cause(ctx), rivertype.ErrJobCancelledRemotely) {
 		cause = errCancelled
 	}
@@ -275,7 +279,7 @@ func (w *worker) Work(ctx context.Context, job *river.Job[jobArgs]) error {
 		log.Info("task attempt stopped: the task was cancelled or taken over")
 		return river.JobCancel(errCancelled)
 	case runErr == nil:
-		err := att.Complete(report, result)
+		err := persist(report, func() error { return att.Complete(report, result) })
 		if errors.Is(err, task.ErrSuperseded) {
 			log.Info("task attempt finished but the task moved on; result dropped")
 			if k.Discard != nil {
@@ -303,7 +307,7 @@ func (w *worker) Work(ctx context.Context, job *river.Job[jobArgs]) error {
 		}
 		retryAt = &at
 	}
-	err = att.Fail(report, msg, retryAt)
+	err = persist(report, func() error { return att.Fail(report, msg, retryAt) })
 	if errors.Is(err, task.ErrSuperseded) {
 		return river.JobCancel(errCancelled)
 	}
@@ -316,6 +320,25 @@ func (w *worker) Work(ctx context.Context, job *river.Job[jobArgs]) error {
 	}
 	r.retryAt.Store(job.ID, *retryAt)
 	return errors.New(msg)
+}
+
+// persist retries an outcome's append for about 15 seconds while the database cannot be reached,
+// so that a brief outage does not throw away a finished attempt's work. Domain refusals (the attempt
+// was superseded) are returned at once.
+func persist(ctx context.Context, report func() error) error {
+	delay := 250 * time.Millisecond
+	for try := 0; ; try++ {
+		err := report()
+		if err == nil || domain.ErrorCode(err) != domain.CodeInternal || try == 6 {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(delay):
+		}
+		delay *= 2
+	}
 }
 
 // safeRun runs the kind, turning a panic into a permanent failure.

@@ -104,7 +104,7 @@ func rawRiver(b *testing.B, pool *pgxpool.Pool, n, creators, workers int) float6
 		Queues:            map[string]river.QueueConfig{"bench_raw": {MaxWorkers: workers}},
 		Workers:           ws,
 		FetchPollInterval: 50 * time.Millisecond,
-		FetchCooldown:     50 * time.Millisecond,
+		FetchCooldown:     5 * time.Millisecond,
 	})
 	if err != nil {
 		b.Fatal(err)
