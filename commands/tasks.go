@@ -413,3 +413,10 @@ func (h *Handlers) ReleaseLostAttempt(ctx context.Context, id uuid.UUID, run, at
 	})
 	return st, err
 }
+
+// AbandonTaskRun fails run `run` of a task for good with reason, when the job queue finalized its job
+// without the task finishing (task.ErrSuperseded when it did finish or moved on).
+func (h *Handlers) AbandonTaskRun(ctx context.Context, id uuid.UUID, run int, reason string) error {
+	a := &TaskAttempt{h: h, correlation: id.String()}
+	return a.report(ctx, func() any { return task.Abandon{Run: run, Reason: reason} })
+}

@@ -406,6 +406,11 @@ func (r *Runner) rescueLoop() {
 		} else if n > 0 {
 			r.log.Info("task attempts rescued from dead workers", "count", n)
 		}
+		if n, err := r.ReconcileAbandoned(ctx); err != nil && ctx.Err() == nil {
+			r.log.Warn("task reconciliation failed", "error", err)
+		} else if n > 0 {
+			r.log.Warn("tasks failed because the queue gave up on their jobs", "count", n)
+		}
 		select {
 		case <-ctx.Done():
 			return
@@ -460,6 +465,57 @@ func (r *Runner) RescueExpired(ctx context.Context) (int, error) {
 		if ok {
 			n++
 		}
+	}
+	return n, nil
+}
+
+// ReconcileAbandoned fails, for good, each task whose current job the queue discarded in the last
+// hour while the task was still queued or running. That happens only when an attempt's outcome could
+// not be recorded on its last attempt, or River's own rescuer (the backstop) gave up on a job: without
+// this the task would wait forever. It returns how many tasks it failed.
+func (r *Runner) ReconcileAbandoned(ctx context.Context) (int, error) {
+	rows, err := r.cfg.Pool.Query(ctx, `SELECT id, args FROM river_job
+		WHERE kind = $1 AND state = 'discarded' AND finalized_at > now() - interval '1 hour' ORDER BY id LIMIT 1000`, jobKind)
+	if err != nil {
+		return 0, err
+	}
+	type gone struct {
+		id   int64
+		args jobArgs
+	}
+	var jobs []gone
+	for rows.Next() {
+		var g gone
+		var raw []byte
+		if err := rows.Scan(&g.id, &raw); err != nil {
+			rows.Close()
+			return 0, err
+		}
+		if json.Unmarshal(raw, &g.args) == nil {
+			jobs = append(jobs, g)
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, g := range jobs {
+		st, err := r.cfg.Commands.Task(ctx, g.args.TaskID, 0)
+		if err != nil {
+			return n, err
+		}
+		if !st.Exists() || st.JobID != g.id || st.Run != g.args.Run || (st.Status != task.StatusQueued && st.Status != task.StatusRunning) {
+			continue
+		}
+		err = r.cfg.Commands.AbandonTaskRun(ctx, g.args.TaskID, g.args.Run, "the job queue gave up on the task's job (no attempt could record an outcome)")
+		if errors.Is(err, task.ErrSuperseded) {
+			continue
+		}
+		if err != nil {
+			return n, err
+		}
+		n++
 	}
 	return n, nil
 }

@@ -586,3 +586,25 @@ func startWorkerProcess(t *testing.T, env ...string) *exec.Cmd {
 	}
 	return cmd
 }
+
+// TestTaskWhoseJobTheQueueGaveUpOnFails: when the queue finalizes a task's job without the task
+// finishing (here forced in the database), the running attempt loses its lease and stops, and the
+// task fails for good instead of waiting forever.
+func TestTaskWhoseJobTheQueueGaveUpOnFails(t *testing.T) {
+	s := startServerWith(t, taskEnv(nil))
+	token, _, personal := s.register("tasks-abandoned@example.com", "Abandoned")
+	id := s.createTask(token, personal, "noop", map[string]any{"steps": 600, "sleep_ms": 600000})
+	s.waitTask(token, id, "running", 20*time.Second)
+	if _, err := s.app.Pool.Exec(context.Background(), `UPDATE river_job SET state = 'discarded', finalized_at = now()
+		WHERE args->>'task_id' = $1`, id); err != nil {
+		t.Fatal(err)
+	}
+	got := s.waitTask(token, id, "failed", 30*time.Second)
+	if !strings.Contains(fmt.Sprint(got["error"]), "gave up") {
+		t.Fatalf("abandoned: %v", got)
+	}
+	ev := s.taskEvents(token, id)
+	if count(ev, "failed") != 1 || count(ev, "completed") != 0 || count(ev, "started") != 1 {
+		t.Fatalf("history: %v", ev)
+	}
+}

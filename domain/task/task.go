@@ -245,6 +245,13 @@ type (
 	}
 )
 
+// Abandon records that the job queue gave up on run Run (its job was finalized without the task
+// finishing): the task fails for good with Reason. It is refused once the task finished or moved on.
+type Abandon struct {
+	Run    int
+	Reason string
+}
+
 // Cancel asks to cancel a pending, queued or running task.
 type Cancel struct{ Access Access }
 
@@ -346,6 +353,14 @@ func Decide(s State, cmd any, now time.Time) ([]domain.Event, error) {
 			retryAt = &t
 		}
 		return []domain.Event{Failed{TaskID: s.ID, Run: c.Run, Attempt: c.Attempt, Error: truncate(msg, MaxErrorLength), RetryAt: retryAt, FailedAt: now}}, nil
+	case Abandon:
+		if !s.Exists() {
+			return nil, domain.Errorf(domain.CodeNotFound, "task not found")
+		}
+		if s.Status.Finished() || s.Status == StatusPending || c.Run != s.Run {
+			return nil, ErrSuperseded
+		}
+		return []domain.Event{Failed{TaskID: s.ID, Run: s.Run, Attempt: s.Attempt, Error: truncate(c.Reason, MaxErrorLength), FailedAt: now}}, nil
 	case Cancel:
 		if err := s.authorize(c.Access); err != nil {
 			return nil, err

@@ -81,6 +81,10 @@ func TestDecide(t *testing.T) {
 		{"retry running", given(created(), queued(1), started(1, 1)), task.Retry{Access: writer}, domain.CodeConflict, ""},
 		{"retry completed", given(created(), queued(1), started(1, 1), task.Completed{TaskID: id, Run: 1, Attempt: 1}), task.Retry{Access: writer}, domain.CodeConflict, ""},
 		{"retry unknown", task.State{}, task.Retry{Access: writer}, domain.CodeNotFound, ""},
+		{"abandon a running run", given(created(), queued(1), started(1, 2)), task.Abandon{Run: 1, Reason: "x"}, "", task.EventFailed},
+		{"abandon a queued run", given(created(), queued(1)), task.Abandon{Run: 1, Reason: "x"}, "", task.EventFailed},
+		{"abandon an old run", given(created(), queued(1), task.Cancelled{TaskID: id}, task.Retried{TaskID: id}, queued(2)), task.Abandon{Run: 1}, domain.CodeConflict, ""},
+		{"abandon a finished task", given(created(), queued(1), task.Cancelled{TaskID: id}), task.Abandon{Run: 1}, domain.CodeConflict, ""},
 	}
 	for _, tc := range tests {
 		evs, err := task.Decide(tc.state, tc.cmd, now)
