@@ -80,12 +80,21 @@ const sealLock int64 = 0x61746c6173736c
 // so neither the visible events nor pg_snapshot_xmin tell which low positions may still appear.
 // Instead: read the sequence's high-water mark, note every transaction then holding the row-exclusive
 // lock on events (any transaction that took a position holds it until it ends), and wait until all of
-// them have ended. It returns ok=false if they did not end within wait.
+// them have ended. It returns ok=false if they did not end within wait. It refuses to work if the
+// sequence hands out values in batches per session (CACHE above 1).
 func Horizon(ctx context.Context, q Querier, wait time.Duration) (pos int64, ok bool, err error) {
 	var last *int64
-	if err := q.QueryRow(ctx, `SELECT pg_sequence_last_value(pg_get_serial_sequence('events', 'global_position')::regclass)`).
-		Scan(&last); err != nil {
+	var cache int64
+	if err := q.QueryRow(ctx, `SELECT pg_sequence_last_value(s.seq), p.seqcache
+		FROM (SELECT pg_get_serial_sequence('events', 'global_position')::regclass AS seq) s
+		JOIN pg_sequence p ON p.seqrelid = s.seq`).
+		Scan(&last, &cache); err != nil {
 		return 0, false, fmt.Errorf("seal horizon: %w", err)
+	}
+	// A session that caches identity values could insert one below the high-water mark long after
+	// taking it, without holding the lock meanwhile: the sealing argument needs CACHE 1 (the default).
+	if cache != 1 {
+		return 0, false, fmt.Errorf("seal horizon: the events identity sequence caches %d values per session; sealing needs CACHE 1", cache)
 	}
 	if last == nil {
 		return 0, true, nil // no position handed out yet

@@ -407,3 +407,18 @@ func TestVerifyUnderConcurrentAppends(t *testing.T) {
 	}
 	t.Logf("%d verifications during %d appended events, %d seals", verifies, appended.Load(), rep.CheckedSeals)
 }
+
+// Sealing relies on every identity value being taken under the lock on events: a sequence that
+// hands out values in batches per session makes the sealer refuse.
+func TestSealerRefusesACachedSequence(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	appendN(t, f.store, uuid.New(), 0, 1)
+	if _, err := f.pool.Exec(ctx, `DO $$ BEGIN EXECUTE format('ALTER SEQUENCE %s CACHE 20', pg_get_serial_sequence('events', 'global_position')); END $$`); err != nil {
+		t.Fatal(err)
+	}
+	n, err := (&eventstore.Sealer{Pool: f.pool}).SealOnce(ctx)
+	if err == nil || n != 0 || !strings.Contains(err.Error(), "CACHE 1") {
+		t.Fatalf("sealed %d with a cached sequence: %v", n, err)
+	}
+}
