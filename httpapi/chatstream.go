@@ -252,9 +252,11 @@ func (s *Server) streamChat(c echo.Context) error {
 	if pos.After > st.Version {
 		return domain.Errorf(domain.CodeBadRequest, "Last-Event-ID %q is ahead of the chat (version %d)", lastEventID(c), st.Version)
 	}
-	at, _, err := s.deps.Commands.Chat(c.Request().Context(), chatID, pos.After)
-	if err != nil {
-		return err
+	var at chat.State // the chat as the client has it (nothing at version 0)
+	if pos.After > 0 {
+		if at, _, err = s.deps.Commands.Chat(c.Request().Context(), chatID, pos.After); err != nil {
+			return err
+		}
 	}
 	cs := &chatStream{s: s, chatID: chatID, after: pos.After, done: map[uuid.UUID]bool{}}
 	for id, m := range at.Messages {

@@ -352,6 +352,7 @@ func TestChatStreamResumes(t *testing.T) {
 	m := s.post(token, chatID, "count")
 	id := m["reply"].(map[string]any)["id"].(string)
 	var all []sseEvent
+	var fromZero *sseClient
 	lastID := ""
 	for round := 0; ; round++ {
 		// Read a few events, then drop the connection and resume after the last id seen.
@@ -369,7 +370,14 @@ func TestChatStreamResumes(t *testing.T) {
 		if done {
 			break
 		}
+		if round == 0 {
+			// A client that starts from the beginning while the reply is being written.
+			fromZero = s.openStream("/api/v1/chats/"+chatID+"/stream", token, "0")
+		}
 		stream = s.openStream("/api/v1/chats/"+chatID+"/stream", token, lastID)
+	}
+	if got := replyText(fromZero.until("message.completed", 20*time.Second), id); got != want {
+		t.Fatalf("from the beginning, mid-reply: %q, want %q", got, want)
 	}
 	if got := replyText(all, id); got != want {
 		t.Fatalf("text over reconnects %q, want %q", got, want)
@@ -384,12 +392,14 @@ func TestChatStreamResumes(t *testing.T) {
 		t.Fatalf("%d message.created events over reconnects, want 2", created)
 	}
 	// Resuming from the start of the chat replays everything once, from the persisted chunks.
-	replay := s.openStream("/api/v1/chats/"+chatID+"/stream", token, "1")
-	evs := replay.until("message.completed", 10*time.Second)
-	if got := replyText(evs, id); got != want {
-		t.Fatalf("replayed text %q, want %q", got, want)
+	for _, from := range []string{"0", "1"} {
+		replay := s.openStream("/api/v1/chats/"+chatID+"/stream", token, from)
+		evs := replay.until("message.completed", 10*time.Second)
+		if got := replyText(evs, id); got != want {
+			t.Fatalf("replayed from %s: text %q, want %q", from, got, want)
+		}
+		replay.close()
 	}
-	replay.close()
 	if c := s.openStream("/api/v1/chats/"+chatID+"/stream", token, "x.1"); c.status != 400 {
 		t.Fatalf("a malformed Last-Event-ID: status %d", c.status)
 	}
