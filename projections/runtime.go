@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime/debug"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -34,11 +33,20 @@ type Handler func(ctx context.Context, tx pgx.Tx, r eventstore.Record) error
 type Projector struct {
 	Name     string
 	Version  int
-	Tables   []string           // emptied on rebuild
+	Tables   []string           // its read model: rebuilt into fresh copies, then swapped in
 	Handlers map[string]Handler // by current event name, e.g. "space.created.v1"
+	// ShadowDDL turns copies of the live tables (the previous version's shape) into this version's
+	// shape before a rebuild fills them, e.g. "ALTER TABLE api_keys ADD COLUMN ...". It runs with the
+	// rebuild's schema first on the search path, so unqualified names are the copies.
+	ShadowDDL string
+	// InPlaceRebuild empties the live tables and replays into them instead of building copies. For
+	// work queues that other components must see filling up (the search projector's), not for read
+	// models that queries use.
+	InPlaceRebuild bool
 }
 
-// ConsumerGroup is the projector's checkpoint key in projection_offsets.
+// ConsumerGroup is the checkpoint key in projection_offsets of the projector's first build of its
+// current version; a rebuild runs under its own group (see StartRebuild).
 func (p *Projector) ConsumerGroup() string { return fmt.Sprintf("%s_v%d", p.Name, p.Version) }
 
 // Options tune the runtime.
@@ -50,6 +58,12 @@ type Options struct {
 	// HandlerTimeout bounds one handler call (default 30 s); past it the attempt fails and is rolled back.
 	HandlerTimeout time.Duration
 	OnBatch        func(projector string, events int, elapsed time.Duration)
+	// Admin is a connection pool of the tables' owner, for the DDL of rebuilds (fresh copies of a
+	// projector's tables, and the swap). nil: the runtime's own pool.
+	Admin *pgxpool.Pool
+	// Reconcile is how often each projector checks which consumer groups it should run (a rebuild
+	// started by another process, a finished one); default 1 s.
+	Reconcile time.Duration
 }
 
 // Runtime runs projectors and answers questions about their progress.
@@ -79,6 +93,12 @@ func NewRuntime(pool *pgxpool.Pool, store *eventstore.Store, signal *eventstore.
 	}
 	if opts.HandlerTimeout <= 0 {
 		opts.HandlerTimeout = 30 * time.Second
+	}
+	if opts.Admin == nil {
+		opts.Admin = pool
+	}
+	if opts.Reconcile <= 0 {
+		opts.Reconcile = time.Second
 	}
 	rt := &Runtime{pool: pool, store: store, signal: signal, log: log, opts: opts, projectors: map[string]*Projector{}}
 	for _, p := range ps {
@@ -124,19 +144,40 @@ func (rt *Runtime) RunOnly(ctx context.Context, names ...string) error {
 }
 
 // ensureStatus creates the named projectors' status rows and gives those that failed a fresh set of
-// attempts: the process starting them may carry the fix for what made them fail.
+// attempts: the process starting them may carry the fix for what made them fail. A projector seen for
+// the first time starts at version 1, the shape its migration created. A projector whose code is of a
+// newer version than its live tables gets a rebuild into new tables, while the live ones keep serving.
 func (rt *Runtime) ensureStatus(ctx context.Context, names ...string) error {
 	for _, n := range names {
 		p := rt.projectors[n]
-		_, err := rt.pool.Exec(ctx, `
-			INSERT INTO projector_status (name, version, status) VALUES ($1, $2, 'live')
-			ON CONFLICT (name) DO UPDATE SET version = excluded.version,
+		var live int
+		var shadow *int
+		err := rt.pool.QueryRow(ctx, `
+			INSERT INTO projector_status (name, version, status, live_group) VALUES ($1, 1, 'live', $1 || '_v1')
+			ON CONFLICT (name) DO UPDATE SET
 				status = CASE WHEN projector_status.status <> 'failed' THEN projector_status.status
 				              WHEN projector_status.rebuild_target_position IS NOT NULL THEN 'rebuilding'
 				              ELSE 'live' END,
-				attempts = 0, updated_at = now()`, p.Name, p.Version)
+				attempts = 0, updated_at = now()
+			RETURNING version, shadow_version`, p.Name).Scan(&live, &shadow)
 		if err != nil {
 			return fmt.Errorf("projector %s status: %w", p.Name, err)
+		}
+		switch {
+		case live == p.Version || (shadow != nil && *shadow == p.Version):
+		case live > p.Version:
+			rt.log.Warn("projector tables are of a newer version than this program; it will not write to them",
+				"projector", p.Name, "tables_version", live, "program_version", p.Version)
+		default:
+			rt.log.Info("projector version changed: building the new version into new tables while the old ones serve",
+				"projector", p.Name, "from", live, "to", p.Version)
+			if _, err := rt.StartRebuild(ctx, p.Name); err != nil {
+				return err
+			}
+			// On an empty log (a new database) the copies are complete at once.
+			if _, _, err := rt.FinishRebuildIfCaughtUp(ctx, p.Name); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
@@ -153,15 +194,108 @@ func (e *handlerError) Error() string {
 	return fmt.Sprintf("event %d (%s): %v", e.position, e.eventType, e.err)
 }
 
+// errRetired stops a consumer group that is neither the live nor the rebuilding generation of its
+// projector any more (its rebuild was swapped in, restarted or replaced).
+var errRetired = errors.New("consumer group retired")
+
+// generation is what a projector's status row says about its consumer groups.
+type generation struct {
+	version       int
+	liveGroup     string
+	shadowGroup   *string
+	shadowVersion *int
+}
+
+func (rt *Runtime) generation(ctx context.Context, q interface {
+	QueryRow(context.Context, string, ...any) pgx.Row
+}, name string, lock bool) (generation, error) {
+	var g generation
+	sql := `SELECT version, live_group, shadow_group, shadow_version FROM projector_status WHERE name = $1`
+	if lock {
+		sql += ` FOR SHARE`
+	}
+	err := q.QueryRow(ctx, sql, name).Scan(&g.version, &g.liveGroup, &g.shadowGroup, &g.shadowVersion)
+	return g, err
+}
+
+// groups are the consumer groups this program should run for p: the live one when the live tables
+// are of p's version, and the rebuild's when it builds p's version.
+func (g generation) groups(p *Projector) []string {
+	var out []string
+	if g.version == p.Version {
+		out = append(out, g.liveGroup)
+	}
+	if g.shadowGroup != nil && g.shadowVersion != nil && *g.shadowVersion == p.Version {
+		out = append(out, *g.shadowGroup)
+	}
+	return out
+}
+
+// supervise runs p's consumer groups, checking every Reconcile interval for a rebuild started or
+// finished elsewhere, until ctx ends.
 func (rt *Runtime) supervise(ctx context.Context, p *Projector) {
 	log := rt.log.With("projector", p.Name)
+	var mu sync.Mutex
+	running := map[string]bool{}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for ctx.Err() == nil {
+		g, err := rt.generation(ctx, rt.pool, p.Name, false)
+		if err != nil && ctx.Err() == nil {
+			log.Error("read projector generation", "error", err)
+		}
+		if err == nil && g.shadowGroup != nil {
+			// Swap a rebuild in as soon as it has caught up (the check is cheap; the swap locks).
+			if ok, err := rt.rebuildCaughtUp(ctx, p.Name); err != nil && ctx.Err() == nil {
+				log.Warn("check rebuild", "error", err)
+			} else if ok {
+				if _, err := rt.swap(ctx, p); err != nil && ctx.Err() == nil {
+					log.Warn("swap in rebuilt tables; will retry", "error", err)
+				}
+			}
+		}
+		if err == nil {
+			for _, group := range g.groups(p) {
+				mu.Lock()
+				if running[group] {
+					mu.Unlock()
+					continue
+				}
+				running[group] = true
+				mu.Unlock()
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					rt.runGroup(ctx, p, group, log.With("consumer_group", group))
+					mu.Lock()
+					delete(running, group)
+					mu.Unlock()
+				}()
+			}
+		}
+		sleep(ctx, rt.opts.Reconcile)
+	}
+}
+
+// runGroup consumes with one consumer group of p until ctx ends or the group is retired, retrying
+// failed handlers with backoff and stopping the projector after MaxAttempts failures on one event.
+func (rt *Runtime) runGroup(ctx context.Context, p *Projector, group string, log *slog.Logger) {
 	var seen atomic.Int64
 	for ctx.Err() == nil {
 		if rt.waitWhileFailed(ctx, p) != nil {
 			return
 		}
-		err := rt.consume(ctx, p, &seen, log)
+		err := rt.consume(ctx, p, group, &seen, log)
 		if ctx.Err() != nil {
+			return
+		}
+		if errors.Is(err, errRetired) {
+			// Its subscriber may have recreated its checkpoint row before it noticed; remove it.
+			if _, err := rt.pool.Exec(context.WithoutCancel(ctx), `DELETE FROM projection_offsets WHERE consumer_group = $1
+				AND NOT EXISTS (SELECT 1 FROM projector_status WHERE live_group = $1 OR shadow_group = $1)`, group); err != nil {
+				log.Warn("remove the retired group's checkpoint", "error", err)
+			}
+			log.Info("consumer group retired")
 			return
 		}
 		var he *handlerError
@@ -234,7 +368,7 @@ func (rt *Runtime) waitWhileFailed(ctx context.Context, p *Projector) error {
 // events acknowledged so far in the current batch are committed with their checkpoint, and the failing
 // event is not: it is delivered again on the next attempt. The transaction is never held open while
 // waiting to retry.
-func (rt *Runtime) consume(ctx context.Context, p *Projector, seen *atomic.Int64, log *slog.Logger) error {
+func (rt *Runtime) consume(ctx context.Context, p *Projector, group string, seen *atomic.Int64, log *slog.Logger) error {
 	stop := make(chan struct{})
 	waiter := &eventstore.Waiter{
 		Signal: rt.signal, Fallback: rt.opts.Fallback, Retry: time.Second, Seen: seen.Load, Stop: stop,
@@ -248,7 +382,7 @@ func (rt *Runtime) consume(ctx context.Context, p *Projector, seen *atomic.Int64
 		waiter.CommitFailed(err)
 		log.Error("commit of a projector batch failed; its events will be delivered again", "error", err)
 	}}
-	sub, err := eventstore.NewSubscriber(db, p.ConsumerGroup(), rt.opts.BatchSize, waiter, watermillLog(log))
+	sub, err := eventstore.NewSubscriber(db, group, rt.opts.BatchSize, waiter, watermillLog(log))
 	if err != nil {
 		return err
 	}
@@ -262,6 +396,7 @@ func (rt *Runtime) consume(ctx context.Context, p *Projector, seen *atomic.Int64
 		_ = sub.Close()
 	}
 	batchStart, batchN := time.Now(), 0
+	c := &consumer{p: p, group: group}
 	for {
 		select {
 		case <-ctx.Done():
@@ -274,7 +409,7 @@ func (rt *Runtime) consume(ctx context.Context, p *Projector, seen *atomic.Int64
 			if batchN == 0 {
 				batchStart = time.Now()
 			}
-			if err := rt.handle(p, msg, seen); err != nil {
+			if err := rt.handle(c, msg, seen); err != nil {
 				halt()
 				return err
 			}
@@ -288,9 +423,50 @@ func (rt *Runtime) consume(ctx context.Context, p *Projector, seen *atomic.Int64
 	}
 }
 
-func (rt *Runtime) handle(p *Projector, msg *message.Message, seen *atomic.Int64) (err error) {
+// consumer is one consumer group of a projector, and the consuming transaction it last checked.
+type consumer struct {
+	p      *Projector
+	group  string
+	lastTx pgx.Tx
+}
+
+// enter checks, once per consuming transaction, which generation the consumer group is: the live one
+// writes to the live tables; a rebuild's writes to its copies (its schema goes first on the
+// transaction's search path); any other is retired and must stop. The status row is read FOR SHARE,
+// so a swap (which updates it) waits for this transaction, and this transaction never writes to
+// tables that were swapped under it.
+func (rt *Runtime) enter(ctx context.Context, c *consumer, tx pgx.Tx) error {
+	if tx == c.lastTx {
+		return nil
+	}
+	g, err := rt.generation(ctx, tx, c.p.Name, true)
+	if err != nil {
+		return fmt.Errorf("read projector generation: %w", err)
+	}
+	switch {
+	case g.liveGroup == c.group && g.version == c.p.Version:
+	case g.shadowGroup != nil && *g.shadowGroup == c.group && g.shadowVersion != nil && *g.shadowVersion == c.p.Version:
+		if _, err := tx.Exec(ctx, "SET LOCAL search_path TO "+pgx.Identifier{rebuildSchema(c.p.Name)}.Sanitize()+", public"); err != nil {
+			return err
+		}
+	default:
+		return errRetired
+	}
+	c.lastTx = tx
+	return nil
+}
+
+func (rt *Runtime) handle(c *consumer, msg *message.Message, seen *atomic.Int64) (err error) {
+	p := c.p
 	typ := eventstore.NameOf(msg.Metadata)
 	posText := msg.Metadata["global_position"]
+	tx, err := consumingTx(msg)
+	if err != nil {
+		return err
+	}
+	if err := rt.enter(msg.Context(), c, tx); err != nil {
+		return err
+	}
 	defer func() {
 		if err != nil {
 			var pos int64
@@ -304,10 +480,6 @@ func (rt *Runtime) handle(p *Projector, msg *message.Message, seen *atomic.Int64
 		return nil
 	}
 	rec, err := rt.store.DecodeMessage(msg)
-	if err != nil {
-		return err
-	}
-	tx, err := consumingTx(msg)
 	if err != nil {
 		return err
 	}
@@ -422,6 +594,25 @@ type Status struct {
 	FailedEvent    *string             `json:"failed_event_type"`
 	LastError      *string             `json:"last_error"`
 	RebuildTarget  eventstore.Position `json:"-"`
+	// ConsumerGroup is the live tables' checkpoint key.
+	ConsumerGroup string   `json:"consumer_group"`
+	Rebuild       *Rebuild `json:"rebuild,omitempty"` // while a rebuild runs
+}
+
+// Rebuild is the progress of a projector's rebuild.
+type Rebuild struct {
+	Version       int                 `json:"version"` // of the tables being built
+	ConsumerGroup string              `json:"consumer_group"`
+	InPlace       bool                `json:"in_place"` // the live tables were emptied (no copies)
+	Position      eventstore.Position `json:"-"`
+	Target        eventstore.Position `json:"-"` // the head of the log when it started
+	StartedAt     time.Time           `json:"started_at"`
+	// EventsDone and EventsTotal count by global position, which is close to a count of events and
+	// costs nothing to read.
+	EventsDone  int64    `json:"events_done"`
+	EventsTotal int64    `json:"events_total"`
+	Rate        float64  `json:"events_per_second"`
+	ETASeconds  *float64 `json:"eta_seconds"`
 }
 
 // Statuses returns every projector's status, checkpoint and lag behind the readable head of the log.
@@ -438,27 +629,49 @@ func (rt *Runtime) Statuses(ctx context.Context) ([]Status, error) {
 }
 
 func (rt *Runtime) status(ctx context.Context, p *Projector) (Status, error) {
-	s := Status{Name: p.Name, Version: p.Version, Status: "live"}
-	var xid, targetXID *string
-	var off, targetPos *int64
+	s := Status{Name: p.Name, Version: 1, Status: "live", ConsumerGroup: p.ConsumerGroup()}
+	var xid, targetXID, shadowGroup, shadowXID *string
+	var off, targetPos, shadowOff *int64
+	var shadowVersion *int
+	var startedAt *time.Time
 	err := rt.pool.QueryRow(ctx, `
-		SELECT coalesce(s.status, 'live'), coalesce(s.attempts, 0), s.failed_position, s.failed_event_type,
-		       s.last_error, o.offset_acked, o.last_processed_transaction_id::text,
-		       s.rebuild_target_transaction_id::text, s.rebuild_target_position
+		SELECT coalesce(s.status, 'live'), coalesce(s.version, 1), coalesce(s.live_group, $2), coalesce(s.attempts, 0),
+		       s.failed_position, s.failed_event_type, s.last_error, o.offset_acked, o.last_processed_transaction_id::text,
+		       s.rebuild_target_transaction_id::text, s.rebuild_target_position, s.rebuild_started_at,
+		       s.shadow_group, s.shadow_version, so.offset_acked, so.last_processed_transaction_id::text
 		FROM (SELECT 1) one
 		LEFT JOIN projector_status s ON s.name = $1
-		LEFT JOIN projection_offsets o ON o.consumer_group = $2`, p.Name, p.ConsumerGroup()).
-		Scan(&s.Status, &s.Attempts, &s.FailedPosition, &s.FailedEvent, &s.LastError, &off, &xid, &targetXID, &targetPos)
+		LEFT JOIN projection_offsets o ON o.consumer_group = coalesce(s.live_group, $2)
+		LEFT JOIN projection_offsets so ON so.consumer_group = s.shadow_group`, p.Name, p.ConsumerGroup()).
+		Scan(&s.Status, &s.Version, &s.ConsumerGroup, &s.Attempts, &s.FailedPosition, &s.FailedEvent, &s.LastError, &off, &xid,
+			&targetXID, &targetPos, &startedAt, &shadowGroup, &shadowVersion, &shadowOff, &shadowXID)
 	if err != nil {
 		return s, fmt.Errorf("status of %s: %w", p.Name, err)
 	}
-	if off != nil && xid != nil {
-		s.Position.GlobalPosition = *off
-		fmt.Sscan(*xid, &s.Position.TransactionID)
-	}
+	s.Position = position(off, xid)
 	if targetPos != nil && targetXID != nil {
-		s.RebuildTarget.GlobalPosition = *targetPos
-		fmt.Sscan(*targetXID, &s.RebuildTarget.TransactionID)
+		s.RebuildTarget = position(targetPos, targetXID)
+	}
+	if s.Status == "rebuilding" || shadowGroup != nil {
+		r := &Rebuild{Version: s.Version, ConsumerGroup: s.ConsumerGroup, Position: s.Position, Target: s.RebuildTarget, InPlace: shadowGroup == nil}
+		if shadowGroup != nil {
+			r.ConsumerGroup, r.Position = *shadowGroup, position(shadowOff, shadowXID)
+			if shadowVersion != nil {
+				r.Version = *shadowVersion
+			}
+		}
+		if startedAt != nil {
+			r.StartedAt = *startedAt
+			if el := time.Since(*startedAt).Seconds(); el > 0 {
+				r.Rate = float64(r.Position.GlobalPosition) / el
+			}
+		}
+		r.EventsDone, r.EventsTotal = min(r.Position.GlobalPosition, r.Target.GlobalPosition), r.Target.GlobalPosition
+		if r.Rate > 0 {
+			eta := float64(r.EventsTotal-r.EventsDone) / r.Rate
+			r.ETASeconds = &eta
+		}
+		s.Rebuild = r
 	}
 	var oldest *time.Time
 	err = rt.pool.QueryRow(ctx, `
@@ -479,6 +692,16 @@ func (rt *Runtime) status(ctx context.Context, p *Projector) (Status, error) {
 	return s, nil
 }
 
+// position makes a Position of a checkpoint's columns (the zero position when there is none).
+func position(off *int64, xid *string) eventstore.Position {
+	var pos eventstore.Position
+	if off != nil && xid != nil {
+		pos.GlobalPosition = *off
+		fmt.Sscan(*xid, &pos.TransactionID)
+	}
+	return pos
+}
+
 // Checkpoint returns the position up to which the named projector has applied events.
 func (rt *Runtime) Checkpoint(ctx context.Context, name string) (eventstore.Position, error) {
 	p := rt.projectors[name]
@@ -487,8 +710,10 @@ func (rt *Runtime) Checkpoint(ctx context.Context, name string) (eventstore.Posi
 	}
 	var pos eventstore.Position
 	var xid string
-	err := rt.pool.QueryRow(ctx, `SELECT coalesce(offset_acked, 0), last_processed_transaction_id::text
-		FROM projection_offsets WHERE consumer_group = $1`, p.ConsumerGroup()).Scan(&pos.GlobalPosition, &xid)
+	err := rt.pool.QueryRow(ctx, `SELECT coalesce(o.offset_acked, 0), o.last_processed_transaction_id::text
+		FROM (SELECT 1) one
+		LEFT JOIN projector_status s ON s.name = $1
+		JOIN projection_offsets o ON o.consumer_group = coalesce(s.live_group, $2)`, p.Name, p.ConsumerGroup()).Scan(&pos.GlobalPosition, &xid)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return pos, nil
 	}
@@ -527,68 +752,6 @@ func (rt *Runtime) WaitFor(ctx context.Context, pos eventstore.Position, names .
 	}
 }
 
-// StartRebuild empties the projector's tables and rewinds its checkpoint to the start of the log, in
-// one transaction that first locks the checkpoint row (so no batch of a running subscriber is in
-// flight). It records the log's current head as the rebuild's target; the projector is "rebuilding"
-// until its checkpoint reaches it. Running it again restarts the rebuild; it is idempotent.
-func (rt *Runtime) StartRebuild(ctx context.Context, name string) (eventstore.Position, error) {
-	p := rt.projectors[name]
-	if p == nil {
-		return eventstore.Position{}, fmt.Errorf("unknown projector %q (known: %s)", name, strings.Join(rt.order, ", "))
-	}
-	if err := rt.ensureStatus(ctx, name); err != nil {
-		return eventstore.Position{}, err
-	}
-	target, err := rt.store.Head(ctx)
-	if err != nil {
-		return target, err
-	}
-	err = pgx.BeginFunc(ctx, rt.pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `INSERT INTO projection_offsets (consumer_group, offset_acked, last_processed_transaction_id)
-			VALUES ($1, 0, '0') ON CONFLICT DO NOTHING`, p.ConsumerGroup()); err != nil {
-			return err
-		}
-		if _, err := tx.Exec(ctx, `SELECT 1 FROM projection_offsets WHERE consumer_group = $1 FOR UPDATE`, p.ConsumerGroup()); err != nil {
-			return err
-		}
-		if len(p.Tables) > 0 {
-			if _, err := tx.Exec(ctx, "TRUNCATE "+strings.Join(p.Tables, ", ")); err != nil {
-				return err
-			}
-		}
-		if _, err := tx.Exec(ctx, `UPDATE projection_offsets SET offset_acked = 0, last_processed_transaction_id = '0'
-			WHERE consumer_group = $1`, p.ConsumerGroup()); err != nil {
-			return err
-		}
-		_, err := tx.Exec(ctx, `UPDATE projector_status SET status = 'rebuilding', attempts = 0, failed_position = NULL,
-			failed_event_type = NULL, last_error = NULL, rebuild_target_transaction_id = $2::text::xid8,
-			rebuild_target_position = $3, rebuild_started_at = now(), updated_at = now() WHERE name = $1`,
-			p.Name, fmt.Sprint(target.TransactionID), target.GlobalPosition)
-		return err
-	})
-	if err != nil {
-		return target, fmt.Errorf("start rebuild of %s: %w", name, err)
-	}
-	rt.signal.Notify(0)
-	return target, nil
-}
-
-// FinishRebuildIfCaughtUp marks a rebuilding projector live once its checkpoint has reached the
-// rebuild target, and reports whether it is live.
-func (rt *Runtime) FinishRebuildIfCaughtUp(ctx context.Context, name string) (bool, Status, error) {
-	s, err := rt.status(ctx, rt.projectors[name])
-	if err != nil || s.Status != "rebuilding" {
-		return s.Status == "live", s, err
-	}
-	if s.Position.Less(s.RebuildTarget) {
-		return false, s, nil
-	}
-	_, err = rt.pool.Exec(ctx, `UPDATE projector_status SET status = 'live', rebuild_target_transaction_id = NULL,
-		rebuild_target_position = NULL, updated_at = now() WHERE name = $1 AND status = 'rebuilding'`, name)
-	s.Status = "live"
-	return err == nil, s, err
-}
-
 // Watch marks rebuilding projectors live as they catch up, and clears the failure record of
 // projectors whose checkpoint has passed the event that once failed, until ctx ends.
 func (rt *Runtime) Watch(ctx context.Context) {
@@ -603,7 +766,7 @@ func (rt *Runtime) Watch(ctx context.Context) {
 				attempts = 0, updated_at = now()
 			FROM projection_offsets o, events e
 			WHERE s.status = 'live' AND s.failed_position IS NOT NULL
-			  AND o.consumer_group = s.name || '_v' || s.version
+			  AND o.consumer_group = s.live_group
 			  AND e.global_position = s.failed_position
 			  AND (e.transaction_id, e.global_position) <= (o.last_processed_transaction_id, o.offset_acked)`); err != nil && ctx.Err() == nil {
 			rt.log.Warn("clear recovered failures", "error", err)

@@ -51,6 +51,9 @@ func Search() *Projector {
 	chatSpace := func(r eventstore.Record) *uuid.UUID { id := r.Event.(chat.Created).SpaceID; return &id }
 	return &Projector{
 		Name: SearchProjector, Version: 1, Tables: []string{"search_work", "search_docs"},
+		// Its tables are the indexer's work queue: a rebuild must fill them where the indexer looks.
+		// The index itself is rebuilt beside the old one (SearchCollections).
+		InPlaceRebuild: true,
 		Handlers: map[string]Handler{
 			note.EventCreated:           docEvent("note", stream, noteSpace),
 			note.EventEdited:            docEvent("note", stream, nil),

@@ -43,21 +43,23 @@ type App struct {
 	Pool   *pgxpool.Pool // as migrations.APIRole
 	// ProjectorPool runs as migrations.ProjectorRole.
 	ProjectorPool *pgxpool.Pool
-	Bucket        *blob.Bucket
-	Signal        *eventstore.Signal
-	Store         *eventstore.Store
-	Keys          *eventstore.SubjectKeys
-	Runtime       *projections.Runtime
-	Commands      *commands.Handlers
-	API           *httpapi.Server
-	Registry      *prometheus.Registry
-	Redis         *redis.Client // nil unless REDIS_URL is set
-	Reaper        *projections.BlobReaper
-	Indexer       *projections.SearchIndexer
-	Search        *projections.Searcher
-	Collections   *projections.SearchCollections
-	Assistant     *assistant.Assistant
-	Tasks         *workers.Runner // the task queue; runs attempts when ATLAS_TASK_WORKERS > 0
+	// OwnerPool is the DATABASE_URL user, the tables' owner: only for the DDL of blue/green rebuilds.
+	OwnerPool   *pgxpool.Pool
+	Bucket      *blob.Bucket
+	Signal      *eventstore.Signal
+	Store       *eventstore.Store
+	Keys        *eventstore.SubjectKeys
+	Runtime     *projections.Runtime
+	Commands    *commands.Handlers
+	API         *httpapi.Server
+	Registry    *prometheus.Registry
+	Redis       *redis.Client // nil unless REDIS_URL is set
+	Reaper      *projections.BlobReaper
+	Indexer     *projections.SearchIndexer
+	Search      *projections.Searcher
+	Collections *projections.SearchCollections
+	Assistant   *assistant.Assistant
+	Tasks       *workers.Runner // the task queue; runs attempts when ATLAS_TASK_WORKERS > 0
 
 	weaviate *weaviate.Client
 
@@ -87,7 +89,13 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		pool.Close()
 		return nil, err
 	}
-	a := &App{Config: cfg, Log: log, Pool: pool, ProjectorPool: projectorPool, Signal: eventstore.NewSignal(), Registry: prometheus.NewRegistry()}
+	ownerPool, err := openPool(ctx, cfg.DatabaseURL, "", 2)
+	if err != nil {
+		pool.Close()
+		projectorPool.Close()
+		return nil, err
+	}
+	a := &App{Config: cfg, Log: log, Pool: pool, ProjectorPool: projectorPool, OwnerPool: ownerPool, Signal: eventstore.NewSignal(), Registry: prometheus.NewRegistry()}
 	if a.hasher == nil {
 		a.hasher = commands.DefaultArgon2id
 	}
@@ -102,7 +110,7 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	a.Keys = eventstore.NewSubjectKeys(pool, cfg.KeyCacheTTL)
 	a.Store = eventstore.New(pool, registry, a.Keys, eventstore.Options{Signal: a.Signal, OnAppend: m.appended})
 	a.Runtime = projections.NewRuntime(projectorPool, a.Store, a.Signal, log, projections.Options{
-		BatchSize: cfg.ProjectorBatch, Fallback: cfg.ProjectorPoll,
+		BatchSize: cfg.ProjectorBatch, Fallback: cfg.ProjectorPoll, Admin: ownerPool,
 		OnBatch: func(projector string, _ int, _ time.Duration) {
 			if projector == projections.SearchProjector && a.Indexer != nil {
 				a.Indexer.Nudge() // new work items: index them now rather than at the next poll
@@ -210,6 +218,7 @@ func (a *App) Close() {
 	}
 	a.Pool.Close()
 	a.ProjectorPool.Close()
+	a.OwnerPool.Close()
 	if a.stopWeaviate != nil {
 		a.stopWeaviate()
 	}
@@ -249,7 +258,8 @@ func newEmbedder(cfg Config) (embed.Embedder, error) {
 	return e, nil
 }
 
-// openPool connects to dbURL allowing at least maxConns connections (more if the URL asks), each switched to role.
+// openPool connects to dbURL allowing at least maxConns connections (more if the URL asks), each
+// switched to role (none: the URL's user).
 func openPool(ctx context.Context, dbURL, role string, maxConns int32) (*pgxpool.Pool, error) {
 	pcfg, err := pgxpool.ParseConfig(dbURL)
 	if err != nil {
@@ -259,9 +269,14 @@ func openPool(ctx context.Context, dbURL, role string, maxConns int32) (*pgxpool
 		pcfg.MaxConns = maxConns
 	}
 	eventstore.CancelQueriesOnContextEnd(pcfg)
-	migrations.ConnectAs(pcfg, role)
+	if role != "" {
+		migrations.ConnectAs(pcfg, role)
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
+		if role == "" {
+			role = "the DATABASE_URL user"
+		}
 		return nil, fmt.Errorf("connect to PostgreSQL as %s: %w", role, err)
 	}
 	return pool, nil

@@ -60,7 +60,7 @@ func openApp(t testing.TB, env map[string]string) (*App, map[string]string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	app, err := Open(context.Background(), cfg, slog.New(slog.NewJSONHandler(io.Discard, nil)))
+	app, err := Open(context.Background(), cfg, slog.New(slog.NewJSONHandler(testLogOut(), nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -293,7 +293,7 @@ func TestEndToEnd(t *testing.T) {
 			t.Fatalf("history item without metadata: %v", m)
 		}
 	}
-	if strings.Join(types, ",") != "space.created.v1,space.renamed.v1,space.slug_changed.v1,space.visibility_changed.v1" {
+	if strings.Join(types, ",") != "space.created.v2,space.renamed.v1,space.slug_changed.v1,space.visibility_changed.v1" {
 		t.Fatalf("history types %v", types)
 	}
 
@@ -678,4 +678,12 @@ func TestConfigRejectsBadValues(t *testing.T) {
 		t.Fatalf("unknown command exited %d", code)
 	}
 	_ = fmt.Sprint
+}
+
+// testLogOut is where test apps log: nowhere, unless ATLAS_TEST_LOG=1 (then stderr).
+func testLogOut() io.Writer {
+	if os.Getenv("ATLAS_TEST_LOG") == "1" {
+		return os.Stderr
+	}
+	return io.Discard
 }

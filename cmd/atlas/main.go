@@ -183,9 +183,10 @@ func projectionsCmd(ctx context.Context, cfg Config, args []string, stdout, stde
 	}
 }
 
-// rebuild empties a projector's tables and replays the log into them, with a progress bar (events by
-// global position, rate, ETA). An interrupted rebuild is resumed: the checkpoint and the rows written
-// so far committed together.
+// rebuild rebuilds a projector with a progress bar (events by global position, rate, ETA): the log is
+// replayed into new copies of its tables while the live ones keep serving, and the copies are swapped
+// in when they have caught up (projections/rebuild.go). An interrupted rebuild is resumed: its
+// checkpoint and the rows written so far committed together.
 func rebuild(ctx context.Context, app *App, name string, restart, quiet bool, barOut, out io.Writer) error {
 	rt := app.Runtime
 	if rt.Projector(name) == nil {
@@ -196,13 +197,17 @@ func rebuild(ctx context.Context, app *App, name string, restart, quiet bool, ba
 		return err
 	}
 	target := st.RebuildTarget
+	how := "into new tables while the live ones serve"
+	if rt.Projector(name).InPlaceRebuild {
+		how = "in place"
+	}
 	if st.Status != "rebuilding" || restart {
 		if target, err = rt.StartRebuild(ctx, name); err != nil {
 			return err
 		}
-		fmt.Fprintf(out, "rebuilding %s from the start of the log up to position %s\n", name, target)
+		fmt.Fprintf(out, "rebuilding %s %s, from the start of the log up to position %s\n", name, how, target)
 	} else {
-		fmt.Fprintf(out, "resuming the rebuild of %s at %s, up to %s\n", name, st.Position, target)
+		fmt.Fprintf(out, "resuming the rebuild of %s (%s) at %s, up to %s\n", name, how, st.Rebuild.Position, target)
 	}
 	start := time.Now()
 	runCtx, stopRun := context.WithCancel(ctx)
@@ -226,12 +231,14 @@ func rebuild(ctx context.Context, app *App, name string, restart, quiet bool, ba
 		if err != nil {
 			return err
 		}
-		_ = bar.Set64(min(s.Position.GlobalPosition, max))
+		if s.Rebuild != nil {
+			_ = bar.Set64(min(s.Rebuild.Position.GlobalPosition, max))
+		}
 		if live {
 			_ = bar.Finish()
 			el := time.Since(start)
-			fmt.Fprintf(out, "\nrebuilt %s: up to position %s in %s (%.0f events/s by position)\n", name, s.Position,
-				el.Round(time.Millisecond), float64(s.Position.GlobalPosition)/el.Seconds())
+			fmt.Fprintf(out, "\nrebuilt %s (version %d, consumer group %s): up to position %s in %s (%.0f events/s by position)\n",
+				name, s.Version, s.ConsumerGroup, s.Position, el.Round(time.Millisecond), float64(s.Position.GlobalPosition)/el.Seconds())
 			return nil
 		}
 		if s.Status == "failed" {
@@ -243,7 +250,11 @@ func rebuild(ctx context.Context, app *App, name string, restart, quiet bool, ba
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("rebuild of %s interrupted at %s; run it again to resume", name, s.Position)
+			at := s.Position
+			if s.Rebuild != nil {
+				at = s.Rebuild.Position
+			}
+			return fmt.Errorf("rebuild of %s interrupted at %s; run it again to resume", name, at)
 		case <-time.After(100 * time.Millisecond):
 		}
 	}

@@ -1,0 +1,208 @@
+package projections_test
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/atlas-workspace/atlas/eventstore"
+	"github.com/atlas-workspace/atlas/projections"
+)
+
+func (e env) count(t *testing.T, sql string) int {
+	t.Helper()
+	var n int
+	if err := e.pool.QueryRow(context.Background(), sql).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func (e env) schemaExists(t *testing.T, name string) bool {
+	return e.count(t, `SELECT count(*) FROM pg_namespace WHERE nspname = '`+name+`'`) > 0
+}
+
+// waitLive drives rebuilds to their end as the runtime's Watch would.
+func waitLive(t *testing.T, rt *projections.Runtime, name string) {
+	t.Helper()
+	eventually(t, 20*time.Second, name+" live after its rebuild", func() bool {
+		live, _, err := rt.FinishRebuildIfCaughtUp(context.Background(), name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return live
+	})
+}
+
+// A rebuild fills copies while the live table keeps serving every row and keeps following the log;
+// the swap leaves the same rows, and the copies' schema goes.
+func TestBlueGreenRebuildKeepsServing(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	rt, _ := start(t, e, projections.Options{BatchSize: 5, Reconcile: 20 * time.Millisecond}, counter(nil))
+	pos := e.appendCounts(t, 1, 300)
+	wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	if err := rt.WaitFor(wctx, pos, "counter"); err != nil {
+		t.Fatal(err)
+	}
+
+	// Readers count the live table throughout: it must never shrink.
+	var stop atomic.Bool
+	var minSeen atomic.Int64
+	minSeen.Store(1 << 30)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for !stop.Load() {
+			var n int64
+			if err := e.pool.QueryRow(ctx, `SELECT count(*) FROM applied`).Scan(&n); err != nil {
+				t.Error(err)
+				return
+			}
+			if n < minSeen.Load() {
+				minSeen.Store(n)
+			}
+		}
+	}()
+
+	if _, err := rt.StartRebuild(ctx, "counter"); err != nil {
+		t.Fatal(err)
+	}
+	if !e.schemaExists(t, "rebuild_counter") {
+		t.Fatal("no copies were made")
+	}
+	// The live consumer keeps following the log during the rebuild.
+	pos = e.appendCounts(t, 301, 320)
+	if err := rt.WaitFor(wctx, pos, "counter"); err != nil {
+		t.Fatal(err)
+	}
+	sts, err := rt.Statuses(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sts[0].Status != "rebuilding" && sts[0].Rebuild == nil {
+		// The rebuild may already be done on a fast machine; the swap below checks the result.
+		t.Logf("status %+v", sts[0])
+	}
+	waitLive(t, rt, "counter")
+	stop.Store(true)
+	wg.Wait()
+	if m := minSeen.Load(); m < 300 {
+		t.Fatalf("a reader saw %d rows during the rebuild, want at least 300", m)
+	}
+	if got := e.applied(t); !equal(got, seq(1, 320)) {
+		t.Fatalf("after the swap: %d rows, want 1..320", len(got))
+	}
+	if e.schemaExists(t, "rebuild_counter") || e.schemaExists(t, "retired_counter") {
+		t.Fatal("the rebuild's schemas are left behind")
+	}
+	// The new live group goes on: the old group's checkpoint is gone, events still arrive.
+	pos = e.appendCounts(t, 321, 330)
+	if err := rt.WaitFor(wctx, pos, "counter"); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.applied(t); !equal(got, seq(1, 330)) {
+		t.Fatalf("after the swap and more events: %d rows, want 1..330", len(got))
+	}
+	if n := e.count(t, `SELECT count(*) FROM projection_offsets WHERE consumer_group = 'counter_v1'`); n != 0 {
+		t.Fatal("the retired group's checkpoint is left behind")
+	}
+}
+
+// doubler is version 2 of counter: its table gains a column, its handler fills it.
+func doubler() *projections.Projector {
+	return &projections.Projector{
+		Name: "counter", Version: 2, Tables: []string{"applied"},
+		ShadowDDL: `ALTER TABLE applied ADD COLUMN doubled int NOT NULL`,
+		Handlers: map[string]projections.Handler{
+			"test.counted.v1": func(ctx context.Context, tx pgx.Tx, r eventstore.Record) error {
+				n := r.Event.(Counted).N
+				_, err := tx.Exec(ctx, `INSERT INTO applied (n, position, doubled) VALUES ($1, $2, $3)`, n, r.Position.GlobalPosition, 2*n)
+				return err
+			},
+		},
+	}
+}
+
+// A new projector version with a changed table is built beside the old one, which keeps serving (and,
+// in a process still running the old version, following the log) until the swap; after it, the old
+// version's consumer is retired and writes nothing to the new table.
+func TestVersionBumpBuildsTheNewShapeBesideTheOld(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	old, _ := start(t, e, projections.Options{Reconcile: 20 * time.Millisecond}, counter(nil))
+	pos := e.appendCounts(t, 1, 100)
+	wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	if err := old.WaitFor(wctx, pos, "counter"); err != nil {
+		t.Fatal(err)
+	}
+
+	// A second process starts with version 2 while the first still runs version 1.
+	next, _ := start(t, e, projections.Options{BatchSize: 10, Reconcile: 20 * time.Millisecond}, doubler())
+	eventually(t, 10*time.Second, "the version 2 rebuild started", func() bool { return e.schemaExists(t, "rebuild_counter") || hasColumn(t, e, "doubled") })
+	waitLive(t, next, "counter")
+	if !hasColumn(t, e, "doubled") {
+		t.Fatal("the live table lacks version 2's column")
+	}
+	pos = e.appendCounts(t, 101, 150)
+	if err := next.WaitFor(wctx, pos, "counter"); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.applied(t); !equal(got, seq(1, 150)) {
+		t.Fatalf("%d rows, want 1..150", len(got))
+	}
+	if n := e.count(t, `SELECT count(*) FROM applied WHERE doubled <> 2 * n`); n != 0 {
+		t.Fatalf("%d rows not written by version 2", n)
+	}
+	sts, err := next.Statuses(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sts[0].Version != 2 || sts[0].Status != "live" || sts[0].ConsumerGroup != "counter_v2_r1" {
+		t.Fatalf("status %+v", sts[0])
+	}
+}
+
+func hasColumn(t *testing.T, e env, col string) bool {
+	return e.count(t, `SELECT count(*) FROM information_schema.columns WHERE table_schema = 'public' AND table_name = 'applied' AND column_name = '`+col+`'`) > 0
+}
+
+// Starting a rebuild again during one drops the first rebuild's copies and starts over.
+func TestRebuildRestartsCleanly(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	rt, _ := start(t, e, projections.Options{BatchSize: 1, Reconcile: 20 * time.Millisecond}, counter(nil))
+	pos := e.appendCounts(t, 1, 60)
+	wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	if err := rt.WaitFor(wctx, pos, "counter"); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if _, err := rt.StartRebuild(ctx, "counter"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitLive(t, rt, "counter")
+	if got := e.applied(t); !equal(got, seq(1, 60)) {
+		t.Fatalf("%d rows, want 1..60", len(got))
+	}
+	sts, err := rt.Statuses(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sts[0].ConsumerGroup != "counter_v1_r3" {
+		t.Fatalf("live group %s, want the third rebuild's", sts[0].ConsumerGroup)
+	}
+	// Retired groups' subscribers may recreate their checkpoint once before they notice; they remove it.
+	eventually(t, 10*time.Second, "only the live checkpoint left", func() bool {
+		return e.count(t, `SELECT count(*) FROM projection_offsets`) == 1
+	})
+}
