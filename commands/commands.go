@@ -31,6 +31,8 @@ func RegisterEvents(r *eventstore.Registry) {
 	eventstore.Register[user.Registered](r)
 	eventstore.Register[user.Erased](r)
 	eventstore.Register[space.Created](r)
+	r.RegisterUpcaster("space.created.v1", space.UpcastCreatedV1)
+	eventstore.Register[space.DescriptionChanged](r)
 	eventstore.Register[space.Renamed](r)
 	eventstore.Register[space.SlugChanged](r)
 	eventstore.Register[space.VisibilityChanged](r)

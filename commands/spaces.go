@@ -28,6 +28,11 @@ func (h *Handlers) Space(ctx context.Context, id uuid.UUID, maxVersion int64) (s
 // admins only). Errors: CodeInvalid, CodeNotFound (no such organization for the actor), CodeForbidden
 // (an organization member below admin), CodeConflict when the slug is taken among the owner's spaces.
 func (h *Handlers) CreateSpace(ctx context.Context, cc Context, orgID *uuid.UUID, name, slug, visibility string) (SpaceResult, error) {
+	return h.CreateDescribedSpace(ctx, cc, orgID, name, slug, visibility, "")
+}
+
+// CreateDescribedSpace is CreateSpace with a description.
+func (h *Handlers) CreateDescribedSpace(ctx context.Context, cc Context, orgID *uuid.UUID, name, slug, visibility, description string) (SpaceResult, error) {
 	if prev, ok, err := h.replay(ctx, cc); err != nil || ok {
 		return h.spaceReplay(ctx, prev, err)
 	}
@@ -44,7 +49,7 @@ func (h *Handlers) CreateSpace(ctx context.Context, cc Context, orgID *uuid.UUID
 			}
 			owner = *orgID
 		}
-		evs, err := space.Decide(space.State{}, space.Create{Actor: cc.Actor, OrgID: orgID, OrgRole: orgRole, SpaceID: id, Name: name, Slug: slug, Visibility: visibility}, h.now())
+		evs, err := space.Decide(space.State{}, space.Create{Actor: cc.Actor, OrgID: orgID, OrgRole: orgRole, SpaceID: id, Name: name, Slug: slug, Visibility: visibility, Description: description}, h.now())
 		if err != nil {
 			return SpaceResult{}, err
 		}

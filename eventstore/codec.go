@@ -124,6 +124,12 @@ func (r *Registry) RegisterUpcaster(name string, up Upcaster) {
 	r.upcasters[name] = up
 }
 
+// HasUpcaster reports whether an older event name (e.g. "space.created.v1") has an upcaster.
+func (r *Registry) HasUpcaster(name string) bool {
+	_, ok := r.upcasters[name]
+	return ok
+}
+
 // Names returns every registered current event name, sorted.
 func (r *Registry) Names() []string {
 	names := make([]string, 0, len(r.types))

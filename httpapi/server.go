@@ -37,7 +37,7 @@ type Commands interface {
 	EraseUser(ctx context.Context, cc commands.Context, password string) (commands.ErasureResult, error)
 	User(ctx context.Context, id uuid.UUID) (user.State, error)
 	Space(ctx context.Context, id uuid.UUID, maxVersion int64) (space.State, error)
-	CreateSpace(ctx context.Context, cc commands.Context, orgID *uuid.UUID, name, slug, visibility string) (commands.SpaceResult, error)
+	CreateDescribedSpace(ctx context.Context, cc commands.Context, orgID *uuid.UUID, name, slug, visibility, description string) (commands.SpaceResult, error)
 	SpaceFor(ctx context.Context, viewer, id uuid.UUID) (space.State, string, error)
 	AddSpaceMember(ctx context.Context, cc commands.Context, id, userID uuid.UUID, role string) (commands.SpaceResult, error)
 	ChangeSpaceMember(ctx context.Context, cc commands.Context, id, userID uuid.UUID, role string) (commands.SpaceResult, error)

@@ -22,6 +22,7 @@ type spaceDTO struct {
 	Name        string     `json:"name"`
 	Slug        string     `json:"slug"`
 	Visibility  string     `json:"visibility"`
+	Description string     `json:"description"`
 	OwnerUserID *uuid.UUID `json:"owner_user_id"`
 	OrgID       *uuid.UUID `json:"org_id"`
 	Personal    bool       `json:"personal"`
@@ -32,12 +33,12 @@ type spaceDTO struct {
 }
 
 func spaceFromView(v projections.SpaceView) spaceDTO {
-	return spaceDTO{ID: v.ID, Name: v.Name, Slug: v.Slug, Visibility: v.Visibility, OwnerUserID: v.OwnerUserID,
+	return spaceDTO{ID: v.ID, Name: v.Name, Slug: v.Slug, Visibility: v.Visibility, Description: v.Description, OwnerUserID: v.OwnerUserID,
 		OrgID: v.OrgID, Personal: v.Personal, Version: v.Version, CreatedAt: v.CreatedAt.UTC(), UpdatedAt: v.UpdatedAt.UTC()}
 }
 
 func spaceFromState(s space.State) spaceDTO {
-	return spaceDTO{ID: s.ID, Name: s.Name, Slug: s.Slug, Visibility: s.Visibility, OwnerUserID: s.OwnerUserID,
+	return spaceDTO{ID: s.ID, Name: s.Name, Slug: s.Slug, Visibility: s.Visibility, Description: s.Description, OwnerUserID: s.OwnerUserID,
 		OrgID: s.OrgID, Personal: s.Personal, Version: s.Version, CreatedAt: s.CreatedAt.UTC(), UpdatedAt: s.UpdatedAt.UTC()}
 }
 
@@ -50,10 +51,11 @@ func (s *Server) spaceCommandResponse(c echo.Context, status int, r commands.Spa
 
 func (s *Server) createSpace(c echo.Context) error {
 	var in struct {
-		Name       string     `json:"name"`
-		Slug       string     `json:"slug"`
-		Visibility string     `json:"visibility"`
-		OrgID      *uuid.UUID `json:"org_id"`
+		Name        string     `json:"name"`
+		Slug        string     `json:"slug"`
+		Visibility  string     `json:"visibility"`
+		Description string     `json:"description"`
+		OrgID       *uuid.UUID `json:"org_id"`
 	}
 	cc, _, err := readCommand(c, &in, false)
 	if err != nil {
@@ -62,7 +64,7 @@ func (s *Server) createSpace(c echo.Context) error {
 	if in.Visibility == "" {
 		in.Visibility = space.Private
 	}
-	r, err := s.deps.Commands.CreateSpace(c.Request().Context(), cc, in.OrgID, in.Name, in.Slug, in.Visibility)
+	r, err := s.deps.Commands.CreateDescribedSpace(c.Request().Context(), cc, in.OrgID, in.Name, in.Slug, in.Visibility, in.Description)
 	if err != nil {
 		return err
 	}
@@ -75,16 +77,17 @@ func (s *Server) updateSpace(c echo.Context) error {
 		return err
 	}
 	var in struct {
-		Name       *string `json:"name"`
-		Slug       *string `json:"slug"`
-		Visibility *string `json:"visibility"`
+		Name        *string `json:"name"`
+		Slug        *string `json:"slug"`
+		Visibility  *string `json:"visibility"`
+		Description *string `json:"description"`
 	}
 	cc, expected, err := readCommand(c, &in, true)
 	if err != nil {
 		return err
 	}
 	r, err := s.deps.Commands.UpdateSpace(c.Request().Context(), cc, id,
-		space.Update{ExpectedVersion: expected, Name: in.Name, Slug: in.Slug, Visibility: in.Visibility})
+		space.Update{ExpectedVersion: expected, Name: in.Name, Slug: in.Slug, Visibility: in.Visibility, Description: in.Description})
 	if err != nil {
 		return err
 	}

@@ -57,15 +57,23 @@ func Spaces() *Projector {
 		}
 	}
 	return &Projector{
-		Name: SpacesProjector, Version: 1, Tables: []string{"spaces", "space_members"},
+		// Version 2 added the description (space.created.v2, space.description_changed.v1). The
+		// tables of version 1 are rebuilt into this shape beside the live ones (rebuild.go); queries
+		// read the column in a way that works on both shapes meanwhile (spaceDescription).
+		Name: SpacesProjector, Version: 2, Tables: []string{"spaces", "space_members"},
+		ShadowDDL: `ALTER TABLE spaces ADD COLUMN description text NOT NULL DEFAULT ''`,
 		Handlers: map[string]Handler{
 			space.EventCreated: func(ctx context.Context, tx pgx.Tx, r eventstore.Record) error {
-				e := r.Event.(space.Created)
+				e := r.Event.(space.Created) // version 1 events arrive upcast, with an empty description
 				_, err := tx.Exec(ctx, `INSERT INTO spaces (id, owner_user_id, org_id, personal, name, slug, visibility,
-					version, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)`,
-					e.SpaceID, e.OwnerUserID, e.OrgID, e.Personal, e.Name, e.Slug, e.Visibility, r.StreamVersion, e.CreatedAt)
+					description, version, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)`,
+					e.SpaceID, e.OwnerUserID, e.OrgID, e.Personal, e.Name, e.Slug, e.Visibility, e.Description, r.StreamVersion, e.CreatedAt)
 				return err
 			},
+			space.EventDescribed: update("description = $3, updated_at = $4", func(r eventstore.Record) []any {
+				e := r.Event.(space.DescriptionChanged)
+				return []any{e.Description, e.ChangedAt}
+			}),
 			space.EventRenamed: update("name = $3, updated_at = $4", func(r eventstore.Record) []any {
 				e := r.Event.(space.Renamed)
 				return []any{e.Name, e.RenamedAt}
@@ -171,6 +179,7 @@ type SpaceView struct {
 	Name        string     `json:"name"`
 	Slug        string     `json:"slug"`
 	Visibility  string     `json:"visibility"`
+	Description string     `json:"description"`
 	Version     int64      `json:"version"`
 	CreatedAt   time.Time  `json:"created_at"`
 	UpdatedAt   time.Time  `json:"updated_at"`
@@ -252,9 +261,17 @@ func (q *Queries) User(ctx context.Context, viewer uuid.UUID) (UserView, error) 
 
 const spaceColumns = `id, owner_user_id, org_id, personal, name, slug, visibility, version, created_at, updated_at`
 
+// spaceDescription reads the description of the spaces row alias whether or not the live table has
+// that column yet: while version 2 of the spaces projector is rebuilt, version 1's table (without it)
+// keeps serving. The expand-then-rebuild idiom for any column a new version adds.
+func spaceDescription(alias string) string {
+	return `coalesce(to_jsonb(` + alias + `)->>'description', '')`
+}
+
 func scanSpace(row pgx.Row) (SpaceView, error) {
 	var s SpaceView
-	err := row.Scan(&s.ID, &s.OwnerUserID, &s.OrgID, &s.Personal, &s.Name, &s.Slug, &s.Visibility, &s.Version, &s.CreatedAt, &s.UpdatedAt)
+	err := row.Scan(&s.ID, &s.OwnerUserID, &s.OrgID, &s.Personal, &s.Name, &s.Slug, &s.Visibility, &s.Version, &s.CreatedAt, &s.UpdatedAt,
+		&s.Description)
 	s.CreatedAt, s.UpdatedAt = s.CreatedAt.UTC(), s.UpdatedAt.UTC()
 	return s, err
 }
@@ -268,7 +285,7 @@ func (q *Queries) Space(ctx context.Context, viewer, id uuid.UUID) (SpaceView, e
 		s, err = scanSpace(rows)
 		found = true
 		return err
-	}, `SELECT `+spaceColumns+` FROM spaces
+	}, `SELECT `+spaceColumns+`, `+spaceDescription("spaces")+` FROM spaces
 		WHERE id = $1 AND EXISTS (SELECT 1 FROM permissions p
 			WHERE p.principal_id IN ($2, $3) AND p.permission = 'read' AND p.resource_id = spaces.id)`,
 		id, viewer, Anyone)
@@ -299,7 +316,7 @@ func (q *Queries) SpacesOf(ctx context.Context, viewer uuid.UUID, orgID *uuid.UU
 		s, err := scanSpace(rows)
 		page.Items = append(page.Items, s)
 		return err
-	}, `SELECT `+prefixed("s.", spaceColumns)+` FROM permissions p
+	}, `SELECT `+prefixed("s.", spaceColumns)+`, `+spaceDescription("s")+` FROM permissions p
 		JOIN spaces s ON s.id = p.resource_id
 		WHERE p.principal_id = $1 AND p.permission = 'read' AND p.resource_id > $2
 		  AND ($4::uuid IS NULL OR s.org_id = $4)

@@ -3,9 +3,13 @@
 package space
 
 import (
+	"encoding/json"
+	"fmt"
 	"regexp"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 
@@ -18,7 +22,8 @@ const StreamType = "space"
 
 // Event names. The list only grows; a changed payload gets a new version and an upcaster.
 const (
-	EventCreated           = "space.created.v1"
+	EventCreated           = "space.created.v2" // v1 had no description (UpcastCreatedV1)
+	EventDescribed         = "space.description_changed.v1"
 	EventRenamed           = "space.renamed.v1"
 	EventSlugChanged       = "space.slug_changed.v1"
 	EventVisibilityChanged = "space.visibility_changed.v1"
@@ -46,6 +51,9 @@ const PersonalSlug = "personal"
 // MaxNameLength bounds a space's name, in characters.
 const MaxNameLength = 200
 
+// MaxDescriptionLength bounds a space's description, in characters.
+const MaxDescriptionLength = 2000
+
 var slugRE = regexp.MustCompile(`^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$`)
 
 // Created records a new space. OwnerUserID is set for personal spaces, OrgID for organization spaces.
@@ -62,8 +70,39 @@ type Created struct {
 	Name        string     `json:"name"`
 	Slug        string     `json:"slug"`
 	Visibility  string     `json:"visibility"`
-	CreatedAt   time.Time  `json:"created_at"`
+	// Description is free text, possibly empty (version 2; version 1 events read as empty).
+	Description string    `json:"description"`
+	CreatedAt   time.Time `json:"created_at"`
 }
+
+// UpcastCreatedV1 lifts a space.created.v1 payload to v2: a space created before descriptions
+// existed has an empty one.
+func UpcastCreatedV1(data json.RawMessage) (json.RawMessage, error) {
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(data, &m); err != nil {
+		return nil, fmt.Errorf("space.created.v1: %w", err)
+	}
+	if _, ok := m["description"]; !ok {
+		m["description"] = json.RawMessage(`""`)
+	}
+	return json.Marshal(m)
+}
+
+// DescriptionChanged records a new description (possibly empty).
+type DescriptionChanged struct {
+	SpaceID     uuid.UUID  `json:"space_id"`
+	SubjectID   *uuid.UUID `json:"subject_id,omitempty"`
+	Description string     `json:"description"`
+	ChangedAt   time.Time  `json:"changed_at"`
+}
+
+// PersonalData implements domain.PersonalData: the description of a personal space.
+func (e *DescriptionChanged) PersonalData() (uuid.UUID, []*string) {
+	return subject(e.SubjectID), []*string{&e.Description}
+}
+
+// EventName implements domain.Event.
+func (DescriptionChanged) EventName() string { return EventDescribed }
 
 // Renamed records a new name. SubjectID as in Created.
 type Renamed struct {
@@ -73,9 +112,9 @@ type Renamed struct {
 	RenamedAt time.Time  `json:"renamed_at"`
 }
 
-// PersonalData implements domain.PersonalData: the name of a personal space.
+// PersonalData implements domain.PersonalData: the name and description of a personal space.
 func (e *Created) PersonalData() (uuid.UUID, []*string) {
-	return subject(e.SubjectID), []*string{&e.Name}
+	return subject(e.SubjectID), []*string{&e.Name, &e.Description}
 }
 
 // PersonalData implements domain.PersonalData: the name of a personal space.
@@ -168,6 +207,7 @@ type State struct {
 	Name        string
 	Slug        string
 	Visibility  string
+	Description string
 	CreatedAt   time.Time
 	UpdatedAt   time.Time
 	Deleted     bool
@@ -223,14 +263,15 @@ func (s State) CanWrite(actor uuid.UUID, orgRole string) bool {
 // Create asks for a new space: a personal one owned by Actor, or, with OrgID, one of that
 // organization, in which Actor has OrgRole ("" for none).
 type Create struct {
-	Actor      uuid.UUID
-	OrgID      *uuid.UUID
-	OrgRole    string
-	SpaceID    uuid.UUID
-	Personal   bool
-	Name       string
-	Slug       string
-	Visibility string
+	Actor       uuid.UUID
+	OrgID       *uuid.UUID
+	OrgRole     string
+	SpaceID     uuid.UUID
+	Personal    bool
+	Name        string
+	Slug        string
+	Visibility  string
+	Description string
 }
 
 // Update asks to change some of a space's fields; nil fields stay. ExpectedVersion, when > 0, must
@@ -242,6 +283,7 @@ type Update struct {
 	Name            *string
 	Slug            *string
 	Visibility      *string
+	Description     *string
 }
 
 // Delete asks to delete a space and its content.
@@ -298,6 +340,25 @@ func validateSlug(v domain.Validation, slug string) {
 	}
 }
 
+// validateDescription allows any text up to MaxDescriptionLength characters, with line breaks and
+// tabs but no other control characters.
+func validateDescription(v domain.Validation, d string) {
+	switch {
+	case !utf8.ValidString(d):
+		v.Add("description", "must be valid UTF-8")
+		return
+	case utf8.RuneCountInString(d) > MaxDescriptionLength:
+		v.Add("description", fmt.Sprintf("must be at most %d characters", MaxDescriptionLength))
+		return
+	}
+	for _, r := range d {
+		if unicode.IsControl(r) && r != '\n' && r != '\t' && r != '\r' {
+			v.Add("description", "must not contain control characters other than line breaks and tabs")
+			return
+		}
+	}
+}
+
 func validateVisibility(v domain.Validation, vis string) {
 	if vis != Private && vis != Public {
 		v.Add("visibility", `must be "private" or "public"`)
@@ -319,9 +380,11 @@ func Decide(s State, cmd any, now time.Time) ([]domain.Event, error) {
 		validateName(v, c.Name)
 		validateSlug(v, c.Slug)
 		validateVisibility(v, c.Visibility)
+		validateDescription(v, c.Description)
 		if err := v.Err(); err != nil {
 			return nil, err
 		}
+		desc := strings.TrimSpace(c.Description)
 		if c.OrgID != nil {
 			switch {
 			case c.OrgRole == "":
@@ -330,11 +393,11 @@ func Decide(s State, cmd any, now time.Time) ([]domain.Event, error) {
 				return nil, domain.Errorf(domain.CodeForbidden, "only the organization's owners and admins create its spaces")
 			}
 			return []domain.Event{Created{SpaceID: c.SpaceID, OrgID: c.OrgID, Name: strings.TrimSpace(c.Name), Slug: c.Slug,
-				Visibility: c.Visibility, CreatedAt: now}}, nil
+				Visibility: c.Visibility, Description: desc, CreatedAt: now}}, nil
 		}
 		owner := c.Actor
 		return []domain.Event{Created{SpaceID: c.SpaceID, OwnerUserID: &owner, SubjectID: &owner, Personal: c.Personal,
-			Name: strings.TrimSpace(c.Name), Slug: c.Slug, Visibility: c.Visibility, CreatedAt: now}}, nil
+			Name: strings.TrimSpace(c.Name), Slug: c.Slug, Visibility: c.Visibility, Description: desc, CreatedAt: now}}, nil
 	case Update:
 		if err := s.authorize(c.Actor, c.OrgRole, c.ExpectedVersion); err != nil {
 			return nil, err
@@ -352,6 +415,9 @@ func Decide(s State, cmd any, now time.Time) ([]domain.Event, error) {
 		if c.Visibility != nil {
 			validateVisibility(v, *c.Visibility)
 		}
+		if c.Description != nil {
+			validateDescription(v, *c.Description)
+		}
 		if err := v.Err(); err != nil {
 			return nil, err
 		}
@@ -364,6 +430,9 @@ func Decide(s State, cmd any, now time.Time) ([]domain.Event, error) {
 		}
 		if c.Visibility != nil && *c.Visibility != s.Visibility {
 			evs = append(evs, VisibilityChanged{SpaceID: s.ID, Visibility: *c.Visibility, ChangedAt: now})
+		}
+		if c.Description != nil && strings.TrimSpace(*c.Description) != s.Description {
+			evs = append(evs, DescriptionChanged{SpaceID: s.ID, SubjectID: s.OwnerUserID, Description: strings.TrimSpace(*c.Description), ChangedAt: now})
 		}
 		return evs, nil
 	case Delete:
@@ -449,8 +518,10 @@ func Evolve(s State, e domain.Event) State {
 	switch e := e.(type) {
 	case Created:
 		s.ID, s.OwnerUserID, s.OrgID, s.Personal = e.SpaceID, e.OwnerUserID, e.OrgID, e.Personal
-		s.Name, s.Slug, s.Visibility = e.Name, e.Slug, e.Visibility
+		s.Name, s.Slug, s.Visibility, s.Description = e.Name, e.Slug, e.Visibility, e.Description
 		s.CreatedAt, s.UpdatedAt = e.CreatedAt, e.CreatedAt
+	case DescriptionChanged:
+		s.Description, s.UpdatedAt = e.Description, e.ChangedAt
 	case Renamed:
 		s.Name, s.UpdatedAt = e.Name, e.RenamedAt
 	case SlugChanged:
