@@ -12,6 +12,8 @@
 #   7. chat stream overhead: time to first delta and per-delta latency through Atlas's SSE stream next
 #      to a direct client of the same fake provider (BenchmarkChatStream).
 #   8. task throughput for the no-op kind next to River alone (BenchmarkTaskThroughput).
+#   9. the blue/green rebuild of the notes read model from 1M events while it serves queries, next to a
+#      raw COPY of the same rows (BenchmarkRebuild; ATLAS_BENCH_EVENTS sets the event count).
 # Results go to bench-results/ and a summary to stdout. BENCH_SECONDS sets each measurement's length.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -63,6 +65,9 @@ go test -run '^$' -bench 'BenchmarkChatStream' -benchtime 1x -timeout 10m ./cmd/
 # no-op job alone, in the same database and run.
 go test -run '^$' -bench 'BenchmarkTaskThroughput' -benchtime 1x -timeout 20m ./cmd/atlas/ | tee "$OUT/tasks.txt"
 
+# Rebuild: notes from ATLAS_BENCH_EVENTS (default 1M) events, blue/green while serving reads, next to COPY.
+go test -run '^$' -bench 'BenchmarkRebuild' -benchtime 1x -timeout 60m ./projections/ | tee "$OUT/rebuild.txt"
+
 go test -c -o "$OUT/eventstore.test" ./eventstore/
 : > "$OUT/append.txt"
 declare -A RAW ATLAS
@@ -98,4 +103,5 @@ grep -E 'BenchmarkFileTransfer' "$OUT/files.txt" || true
 grep -E 'BenchmarkSearch' "$OUT/search.txt" || true
 grep -E 'BenchmarkChatStream' "$OUT/chat.txt" || true
 grep -E 'BenchmarkTaskThroughput' "$OUT/tasks.txt" || true
+grep -E 'BenchmarkRebuild' "$OUT/rebuild.txt" || true
 } | tee "$OUT/summary.txt"

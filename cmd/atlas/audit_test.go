@@ -138,7 +138,7 @@ func TestReplay(t *testing.T) {
 		t.Fatalf("replay now: %d %+v %s", code, now, errOut)
 	}
 	code, then, _ := replay(sp.Space.ID.String(), "--at", between.UTC().Format(time.RFC3339Nano))
-	if code != 0 || then.Version != 1 || len(then.Events) != 1 || then.Events[0].Type != "space.created.v1" || then.State["Name"] != "Before" {
+	if code != 0 || then.Version != 1 || len(then.Events) != 1 || then.Events[0].Type != "space.created.v2" || then.State["Name"] != "Before" {
 		t.Fatalf("replay then: %d %+v", code, then)
 	}
 	// The user's stream: another aggregate type.

@@ -235,7 +235,7 @@ func TestOrgAuditLog(t *testing.T) {
 	for _, e := range all {
 		types[e["type"].(string)]++
 	}
-	for _, ty := range []string{"org.created.v1", "org.member_invited.v1", "org.member_joined.v1", "space.created.v1", "note.created.v1"} {
+	for _, ty := range []string{"org.created.v1", "org.member_invited.v1", "org.member_joined.v1", "space.created.v2", "note.created.v1"} {
 		if types[ty] == 0 {
 			t.Fatalf("no %s in the audit log: %v", ty, types)
 		}
