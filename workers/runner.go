@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 	"github.com/riverqueue/river/rivertype"
@@ -56,6 +57,31 @@ type Config struct {
 	Poll time.Duration
 	// Name identifies this process in task.started events and the queue (default host-pid).
 	Name string
+	// Registerer, when set, receives the workers' metrics.
+	Registerer prometheus.Registerer
+}
+
+// metrics are the workers' Prometheus metrics.
+type metrics struct {
+	attempts *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+	rescued  prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		attempts: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "atlas_task_attempts_total",
+			Help: "Task attempts this process ran, by kind and outcome (completed, retry, failed, cancelled, superseded, lease_lost, not_started)."},
+			[]string{"kind", "outcome"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "atlas_task_attempt_duration_seconds",
+			Help: "Duration of task attempts this process ran, by kind.", Buckets: prometheus.ExponentialBuckets(0.01, 4, 10)}, []string{"kind"}),
+		rescued: prometheus.NewCounter(prometheus.CounterOpts{Name: "atlas_task_attempts_rescued_total",
+			Help: "Attempts of dead workers this process failed and requeued after their lease expired."}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.attempts, m.duration, m.rescued)
+	}
+	return m
 }
 
 // Runner is the task queue: it implements commands.TaskQueue and, with Workers > 0, runs attempts.
@@ -65,6 +91,7 @@ type Runner struct {
 	client *river.Client[pgx.Tx]
 	log    *slog.Logger
 
+	metrics  *metrics
 	retryAt  sync.Map // job id -> time.Time: the retry time recorded in the task.failed event
 	stopping chan struct{}
 	stopOnce sync.Once
@@ -96,7 +123,7 @@ func New(cfg Config) (*Runner, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &Runner{cfg: cfg, kinds: kinds, log: cfg.Log.With("component", "tasks"), stopping: make(chan struct{})}
+	r := &Runner{cfg: cfg, kinds: kinds, log: cfg.Log.With("component", "tasks"), stopping: make(chan struct{}), metrics: newMetrics(cfg.Registerer)}
 	workers := river.NewWorkers()
 	river.AddWorker[jobArgs](workers, &worker{r: r})
 	rc := &river.Config{
@@ -226,24 +253,35 @@ func (w *worker) NextRetry(job *river.Job[jobArgs]) time.Time {
 // under a lease kept by heartbeats, and records the outcome. What it returns only tells River what to
 // do with the job; the task's state is in the events appended here.
 func (w *worker) Work(ctx context.Context, job *river.Job[jobArgs]) error {
+	start := time.Now()
+	outcome, err := w.work(ctx, job)
+	w.r.metrics.attempts.WithLabelValues(job.Args.KindName, outcome).Inc()
+	if outcome != "not_started" {
+		w.r.metrics.duration.WithLabelValues(job.Args.KindName).Observe(time.Since(start).Seconds())
+	}
+	return err
+}
+
+// work runs the attempt and says how it ended, for the metrics.
+func (w *worker) work(ctx context.Context, job *river.Job[jobArgs]) (string, error) {
 	r := w.r
 	args := job.Args
 	log := r.log.With("task_id", args.TaskID, "run", args.Run, "attempt", job.Attempt, "job_id", job.ID)
 	att, err := r.cfg.Commands.StartTaskAttempt(ctx, args.TaskID, args.Run, job.Attempt, r.cfg.Name)
 	if errors.Is(err, task.ErrSuperseded) || domain.ErrorCode(err) == domain.CodeNotFound {
 		log.Info("task attempt not started: the task moved on", "reason", err)
-		return river.JobCancel(fmt.Errorf("stale attempt: %w", err))
+		return "not_started", river.JobCancel(fmt.Errorf("stale attempt: %w", err))
 	}
 	if err != nil {
 		// The database could not be reached: try again later without using up an attempt.
 		log.Warn("task attempt could not start", "error", err)
-		return river.JobSnooze(r.backoff(1))
+		return "not_started", river.JobSnooze(r.backoff(1))
 	}
 	st := att.State()
 	k, ok := r.kinds[st.Kind]
 	if !ok {
 		_ = att.Fail(context.WithoutCancel(ctx), fmt.Sprintf("task kind %q is not known to this worker", st.Kind), nil)
-		return river.JobCancel(fmt.Errorf("unknown task kind %q", st.Kind))
+		return "failed", river.JobCancel(fmt.Errorf("unknown task kind %q", st.Kind))
 	}
 	// The attempt's own context: ended by River (timeout, remote cancel, shutdown) or by the lease.
 	work, stop := context.WithCancelCause(ctx)
@@ -274,10 +312,10 @@ func (w *worker) Work(ctx context.Context, job *river.Job[jobArgs]) error {
 	switch {
 	case errors.Is(cause, errLeaseLost):
 		log.Warn("task attempt abandoned: its lease was lost")
-		return nil
+		return "lease_lost", nil
 	case errors.Is(cause, errCancelled) || errors.Is(flushErr, task.ErrSuperseded):
 		log.Info("task attempt stopped: the task was cancelled or taken over")
-		return river.JobCancel(errCancelled)
+		return "cancelled", river.JobCancel(errCancelled)
 	case runErr == nil:
 		err := persist(report, func() error { return att.Complete(report, result) })
 		if errors.Is(err, task.ErrSuperseded) {
@@ -285,12 +323,12 @@ func (w *worker) Work(ctx context.Context, job *river.Job[jobArgs]) error {
 			if k.Discard != nil {
 				k.Discard(report, run, result)
 			}
-			return river.JobCancel(errCancelled)
+			return "superseded", river.JobCancel(errCancelled)
 		}
 		if err != nil {
-			return fmt.Errorf("record completion of task %s: %w", args.TaskID, err)
+			return "failed", fmt.Errorf("record completion of task %s: %w", args.TaskID, err)
 		}
-		return nil
+		return "completed", nil
 	}
 	msg := runErr.Error()
 	switch {
@@ -309,17 +347,17 @@ func (w *worker) Work(ctx context.Context, job *river.Job[jobArgs]) error {
 	}
 	err = persist(report, func() error { return att.Fail(report, msg, retryAt) })
 	if errors.Is(err, task.ErrSuperseded) {
-		return river.JobCancel(errCancelled)
+		return "superseded", river.JobCancel(errCancelled)
 	}
 	if err != nil {
-		return fmt.Errorf("record failure of task %s: %w (attempt error: %s)", args.TaskID, err, msg)
+		return "failed", fmt.Errorf("record failure of task %s: %w (attempt error: %s)", args.TaskID, err, msg)
 	}
 	log.Info("task attempt failed", "error", msg, "retry_at", retryAt)
 	if retryAt == nil {
-		return river.JobCancel(Permanent(errors.New(msg)))
+		return "failed", river.JobCancel(Permanent(errors.New(msg)))
 	}
 	r.retryAt.Store(job.ID, *retryAt)
-	return errors.New(msg)
+	return "retry", errors.New(msg)
 }
 
 // persist retries an outcome's append for about 15 seconds while the database cannot be reached,
@@ -404,6 +442,7 @@ func (r *Runner) rescueLoop() {
 		if n, err := r.RescueExpired(ctx); err != nil && ctx.Err() == nil {
 			r.log.Warn("task rescue failed", "error", err)
 		} else if n > 0 {
+			r.metrics.rescued.Add(float64(n))
 			r.log.Info("task attempts rescued from dead workers", "count", n)
 		}
 		if n, err := r.ReconcileAbandoned(ctx); err != nil && ctx.Err() == nil {

@@ -181,7 +181,8 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	queries := projections.NewQueries(pool)
 	a.Tasks, err = workers.New(workers.Config{
 		Pool: pool, Commands: a.Commands, Log: log, Workers: cfg.TaskWorkers, Lease: cfg.TaskLease, Backoff: cfg.TaskBackoff, Poll: cfg.TaskPoll,
-		Kinds: workers.Builtin(workers.Deps{Commands: a.Commands, Queries: queries, Bucket: a.Bucket, Model: tm}),
+		Registerer: a.Registry,
+		Kinds:      workers.Builtin(workers.Deps{Commands: a.Commands, Queries: queries, Bucket: a.Bucket, Model: tm}),
 	})
 	if err != nil {
 		a.Close()

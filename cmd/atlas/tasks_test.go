@@ -117,11 +117,30 @@ func TestTaskNoopRunsAndBadInputIsRefused(t *testing.T) {
 		strings.Join(ev, ",") != "created,queued,started,output,output,completed" {
 		t.Fatalf("history: %v", ev)
 	}
+	r = s.do("GET", "/metrics", "", nil)
+	if !strings.Contains(string(r.body), `atlas_task_attempts_total{kind="noop",outcome="completed"} 1`) {
+		t.Fatalf("metrics: %s", r.body)
+	}
+	// An Idempotency-Key repeat returns the first task and creates nothing.
+	first := s.do("POST", "/api/v1/spaces/"+personal+"/tasks", token, map[string]any{"kind": "noop"}, "Idempotency-Key", "k1")
+	again := s.do("POST", "/api/v1/spaces/"+personal+"/tasks", token, map[string]any{"kind": "noop"}, "Idempotency-Key", "k1")
+	expect(t, first, 201, "")
+	expect(t, again, 201, "")
+	if first.json(t)["id"] != again.json(t)["id"] {
+		t.Fatalf("an idempotent repeat created another task: %s %s", first.body, again.body)
+	}
+	expect(t, s.do("POST", "/api/v1/spaces/"+personal+"/tasks", token, map[string]any{"kind": "noop", "input": map[string]int{"steps": 1}}, "Idempotency-Key", "k1"), 409, "conflict")
+	s.waitTask(token, first.json(t)["id"].(string), "completed", 20*time.Second)
 	// Readers of the space see it; outsiders do not; a viewer cannot create, cancel or retry.
 	expect(t, s.do("GET", "/api/v1/tasks/"+id, viewer, nil), 200, "")
-	r = s.do("GET", "/api/v1/spaces/"+personal+"/tasks?status=completed", viewer, nil)
+	r = s.do("GET", "/api/v1/spaces/"+personal+"/tasks?status=completed&limit=1", viewer, nil)
 	expect(t, r, 200, "")
-	if items := r.json(t)["items"].([]any); len(items) != 1 {
+	if items := r.json(t)["items"].([]any); len(items) != 1 || r.json(t)["next_cursor"] == nil {
+		t.Fatalf("list page 1: %s", r.body)
+	}
+	r = s.do("GET", "/api/v1/spaces/"+personal+"/tasks?status=completed&limit=1&cursor="+r.json(t)["next_cursor"].(string), viewer, nil)
+	expect(t, r, 200, "")
+	if items := r.json(t)["items"].([]any); len(items) != 1 || r.json(t)["next_cursor"] != nil {
 		t.Fatalf("list: %s", r.body)
 	}
 	r = s.do("GET", "/api/v1/spaces/"+personal+"/tasks?status=running", viewer, nil)
