@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/atlas-workspace/atlas/ai/llm"
+	"github.com/atlas-workspace/atlas/domain"
 	"github.com/atlas-workspace/atlas/domain/chat"
 	"github.com/atlas-workspace/atlas/domain/space"
 	"github.com/atlas-workspace/atlas/eventstore"
@@ -467,7 +468,11 @@ func (w *writer) runTool(ctx context.Context, call llm.ToolCall) string {
 		if ctx.Err() == nil {
 			w.log().Warn("chat reply: search tool", "error", err)
 		}
-		return fail("search failed: " + err.Error())
+		var de *domain.Error
+		if errors.As(err, &de) && de.Code != domain.CodeInternal {
+			return fail("search failed: " + de.Message)
+		}
+		return fail("search is unavailable right now")
 	}
 	type result struct {
 		Kind    string  `json:"kind"`
@@ -642,7 +647,7 @@ func (w *writer) finish(ctx context.Context, err error) {
 		}
 		w.log().Info("chat reply stopped", "cause", cause)
 	} else {
-		w.log().Warn("chat reply failed", "reason", reason)
+		w.log().Warn("chat reply failed", "reason", reason, "error", err)
 	}
 	// The reply's context may be over: record the end with a short one of its own.
 	fctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -670,5 +675,6 @@ func failureReason(err error) string {
 	case errors.Is(err, context.DeadlineExceeded):
 		return "timeout: " + err.Error()
 	}
-	return "error: " + err.Error()
+	// Anything else is Atlas's own failure (the database, say): its details go to the log only.
+	return "error: the reply could not be written; see the server log"
 }

@@ -68,7 +68,7 @@ func TestFailureReason(t *testing.T) {
 	}{
 		{llm.ErrStalled, "stalled: "},
 		{&llm.ProviderError{Status: 500, Message: "boom"}, "provider error: model provider answered 500: boom"},
-		{errors.New("x"), "error: x"},
+		{errors.New("connection refused"), "error: the reply could not be written"},
 	} {
 		if got := failureReason(tc.err); !strings.HasPrefix(got, tc.want) {
 			t.Errorf("failureReason(%v) = %q, want prefix %q", tc.err, got, tc.want)
