@@ -656,3 +656,41 @@ func TestChatReplyEndsWithItsSpaceAndAtShutdown(t *testing.T) {
 		t.Fatalf("the stream ends with %+v", recs[len(recs)-1].Event)
 	}
 }
+
+// TestChatReplyToolRoundsAreCapped: a model that keeps calling tools gets at most 4 rounds with
+// tools, then one without, and must answer; malformed arguments and unknown tools come back to it as
+// errors, and every call and result is stored.
+func TestChatReplyToolRoundsAreCapped(t *testing.T) {
+	s, llm := assistantServer(t, nil)
+	token, _, chatID := s.newChat("tool-rounds@example.com")
+	llm.Push(
+		llmtest.Reply{ToolCalls: []llmtest.ToolCall{{ID: "c1", Name: "search", Arguments: `{"query":`}}},
+		llmtest.Reply{ToolCalls: []llmtest.ToolCall{{ID: "c2", Name: "browse", Arguments: `{}`}}},
+		llmtest.Reply{ToolCalls: []llmtest.ToolCall{{ID: "c3", Name: "search", Arguments: `{"query":""}`}}},
+		llmtest.Reply{ToolCalls: []llmtest.ToolCall{{ID: "c4", Name: "search", Arguments: `{"query":"x","mode":"fuzzy"}`}}},
+		llmtest.Reply{Deltas: []string{"Done."}},
+	)
+	m := s.post(token, chatID, "look around")
+	final := s.waitMessage(token, chatID, m["reply"].(map[string]any)["id"].(string), "complete")
+	parts := final["parts"].([]any)
+	if len(parts) != 9 || partsText(final, "text") != "Done." {
+		t.Fatalf("parts: %v", parts)
+	}
+	if in := parts[0].(map[string]any)["input"]; in != `{"query":` {
+		t.Fatalf("malformed arguments are kept as a JSON string: %v", in)
+	}
+	for i := 1; i < 8; i += 2 {
+		if out := parts[i].(map[string]any)["output"].(map[string]any); out["error"] == nil {
+			t.Fatalf("tool result %d: %v", i, out)
+		}
+	}
+	reqs := llm.Requests()
+	if len(reqs) != 5 {
+		t.Fatalf("%d model requests, want 5", len(reqs))
+	}
+	for i, r := range reqs {
+		if tools := len(r.ToolNames()); (i < 4) != (tools == 1) {
+			t.Fatalf("request %d offered %d tools", i, tools)
+		}
+	}
+}
