@@ -235,6 +235,16 @@ func TestTaskFailsTwiceThenSucceedsAndRetry(t *testing.T) {
 	if got["attempts"] != 10.0 || got["run"] != 2.0 {
 		t.Fatalf("failed again: %v", got)
 	}
+
+	// A rebuild of the tasks read model from the log gives the same rows.
+	want := dumpOrdered(t, s.app.ProjectorPool, "tasks", "id")
+	var out bytes.Buffer
+	if code := run([]string{"projections", "rebuild", "--quiet", "tasks"}, func(k string) string { return s.env[k] }, &out, io.Discard); code != 0 {
+		t.Fatalf("rebuild exited %d: %s", code, out.String())
+	}
+	if got := dumpOrdered(t, s.app.ProjectorPool, "tasks", "id"); got != want {
+		t.Fatalf("the rebuilt tasks differ:\n%s\nwant:\n%s", got, want)
+	}
 }
 
 func TestTaskCancelQueuedAndRunning(t *testing.T) {
@@ -432,6 +442,34 @@ func TestTaskExportAndSummarize(t *testing.T) {
 			t.Fatalf("zip contents: %v", files)
 		}
 	}
+	// A task reads only what its creator may read: an editor's export leaves out the owner's private
+	// file; the owner's includes it, and then only the owner may download it.
+	editor, editorID, _ := s.register("tasks-export-editor@example.com", "Editor")
+	expect(t, s.do("POST", "/api/v1/spaces/"+personal+"/members", token, map[string]string{"user_id": editorID, "role": "editor"}), 201, "")
+	r = s.upload(token, personal, "diary.txt", []byte("private words"), "visibility", "private")
+	expect(t, r, 201, "")
+	expect(t, s.do("GET", "/api/v1/files/"+r.json(t)["id"].(string), token, nil, "X-Consistency-Token", r.json(t)["position"].(string)), 200, "")
+	byEditor := s.createTask(editor, personal, "space.export", map[string]any{"include_notes": false})
+	if res := s.waitTask(editor, byEditor, "completed", 30*time.Second)["result"].(map[string]any); res["files"] != 1.0 || res["private_files"] != 0.0 || res["notes"] != 0.0 {
+		t.Fatalf("the editor's export: %v", res)
+	}
+	r = s.do("GET", "/api/v1/tasks/"+byEditor+"/artifact", viewer, nil)
+	expect(t, r, 200, "")
+	if bytes.Contains(r.body, []byte("diary.txt")) {
+		t.Fatal("the editor's export holds the owner's private file")
+	}
+	byOwner := s.createTask(token, personal, "space.export", map[string]any{"include_notes": false})
+	if res := s.waitTask(token, byOwner, "completed", 30*time.Second)["result"].(map[string]any); res["files"] != 2.0 || res["private_files"] != 1.0 {
+		t.Fatalf("the owner's export: %v", res)
+	}
+	expect(t, s.do("GET", "/api/v1/tasks/"+byOwner+"/artifact", viewer, nil), 403, "forbidden")
+	expect(t, s.do("GET", "/api/v1/tasks/"+byOwner+"/artifact", editor, nil), 403, "forbidden")
+	r = s.do("GET", "/api/v1/tasks/"+byOwner+"/artifact", token, nil)
+	expect(t, r, 200, "")
+	if !bytes.Contains(r.body, []byte("diary.txt")) {
+		t.Fatal("the owner's export lacks the owner's private file")
+	}
+
 	// Deleting a space deletes its exports from the bucket.
 	r = s.do("POST", "/api/v1/spaces", token, map[string]string{"name": "Gone", "slug": "gone"})
 	expect(t, r, 201, "")
