@@ -433,7 +433,11 @@ func (rt *Runtime) swap(ctx context.Context, p *Projector) (bool, error) {
 			}
 			lock = append(lock, on)
 		}
-		if _, err := tx.Exec(ctx, "LOCK TABLE "+strings.Join(lock, ", ")+" IN ACCESS EXCLUSIVE MODE"); err != nil {
+		// A projector without tables (its handlers only have effects elsewhere) only changes group.
+		if len(lock) > 0 {
+			_, err = tx.Exec(ctx, "LOCK TABLE "+strings.Join(lock, ", ")+" IN ACCESS EXCLUSIVE MODE")
+		}
+		if err != nil {
 			var pgErr *pgconn.PgError
 			if errors.As(err, &pgErr) && pgErr.Code == "55P03" { // lock_not_available: busy, try later
 				return errBusy
@@ -463,8 +467,10 @@ func (rt *Runtime) swap(ctx context.Context, p *Projector) (bool, error) {
 		for _, t := range p.Tables {
 			drop = append(drop, retired+"."+ident(t))
 		}
-		if _, err := tx.Exec(ctx, "DROP TABLE "+strings.Join(drop, ", ")); err != nil { // one statement: they may refer to each other
-			return fmt.Errorf("drop the replaced tables: %w", err)
+		if len(drop) > 0 {
+			if _, err := tx.Exec(ctx, "DROP TABLE "+strings.Join(drop, ", ")); err != nil { // one statement: they may refer to each other
+				return fmt.Errorf("drop the replaced tables: %w", err)
+			}
 		}
 		for _, sql := range []string{"DROP SCHEMA " + retired, "DROP SCHEMA " + rebuilt} {
 			if _, err := tx.Exec(ctx, sql); err != nil {

@@ -42,6 +42,8 @@ commands:
   admin roles                  list who holds which platform role
   replay STREAM_ID [--at TIME] print a stream's events up to TIME (RFC 3339; default now) and the
                                aggregate state rebuilt from them, as JSON
+  recover [--quiet]            after restoring a backup: check transaction-id continuity, verify
+                               the log, rebuild every read model and the search index from it
   config                       print the configuration variables in effect and their defaults
 `
 
@@ -82,6 +84,8 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		err = adminCmd(ctx, cfg, args[1:], stdout, stderr)
 	case "replay":
 		err = replayCmd(ctx, cfg, args[1:], stdout, stderr)
+	case "recover":
+		err = recoverCmd(ctx, cfg, args[1:], stdout, stderr)
 	case "config":
 		printConfig(getenv)
 	case "help", "-h", "--help":
@@ -290,34 +294,5 @@ func searchCmd(ctx context.Context, cfg Config, args []string, stdout, stderr io
 	if err := rebuild(ctx, app, projections.SearchProjector, true, quiet, stderr, stdout); err != nil {
 		return err
 	}
-	total, err := app.Indexer.Pending(ctx)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(stdout, "indexing %d documents into %s\n", total, app.Indexer.Index.Class())
-	bar := progressbar.NewOptions64(int64(max(total, 1)), progressbar.OptionSetWriter(stderr), progressbar.OptionSetDescription("index"),
-		progressbar.OptionShowCount(), progressbar.OptionShowIts(), progressbar.OptionSetItsString("docs"),
-		progressbar.OptionSetPredictTime(true), progressbar.OptionThrottle(200*time.Millisecond),
-		progressbar.OptionSetVisibility(!quiet), progressbar.OptionFullWidth())
-	start := time.Now()
-	for {
-		if _, err := app.Indexer.IndexOnce(ctx); err != nil {
-			logger.Warn("indexing", "error", err)
-		}
-		left, err := app.Indexer.Pending(ctx)
-		if err != nil {
-			return err
-		}
-		_ = bar.Set64(int64(total - left))
-		if left == 0 {
-			_ = bar.Finish()
-			fmt.Fprintf(stdout, "\nreindexed %d documents in %s\n", total, time.Since(start).Round(time.Millisecond))
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("reindex interrupted with %d documents left; run it again", left)
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
+	return indexAll(ctx, app, quiet, stdout, stderr)
 }

@@ -47,6 +47,9 @@ type projectorCollector struct {
 	rt                          *projections.Runtime
 	lagEvents, lagSeconds, live *prometheus.Desc
 	position                    *prometheus.Desc
+	version                     *prometheus.Desc
+	rebuildDone, rebuildTotal   *prometheus.Desc
+	rebuildRate                 *prometheus.Desc
 }
 
 func newProjectorCollector(rt *projections.Runtime) *projectorCollector {
@@ -57,6 +60,12 @@ func newProjectorCollector(rt *projections.Runtime) *projectorCollector {
 		lagSeconds: prometheus.NewDesc("atlas_projector_lag_seconds", "Age of the oldest event the projector has not applied yet (0 when caught up).", l, nil),
 		live:       prometheus.NewDesc("atlas_projector_status", "1 for the projector's current status (live, rebuilding, failed).", []string{"projector", "status"}, nil),
 		position:   prometheus.NewDesc("atlas_projector_position", "Global position of the projector's checkpoint.", l, nil),
+		version:    prometheus.NewDesc("atlas_projector_version", "Version of the projector's live tables.", l, nil),
+		rebuildDone: prometheus.NewDesc("atlas_projector_rebuild_events_done",
+			"During a rebuild: events replayed into the new tables so far (by global position).", l, nil),
+		rebuildTotal: prometheus.NewDesc("atlas_projector_rebuild_events_total",
+			"During a rebuild: events to replay before the swap (the log's head when it started, by global position).", l, nil),
+		rebuildRate: prometheus.NewDesc("atlas_projector_rebuild_events_per_second", "During a rebuild: its average rate so far.", l, nil),
 	}
 }
 
@@ -65,6 +74,10 @@ func (c *projectorCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.lagSeconds
 	ch <- c.live
 	ch <- c.position
+	ch <- c.version
+	ch <- c.rebuildDone
+	ch <- c.rebuildTotal
+	ch <- c.rebuildRate
 }
 
 func (c *projectorCollector) Collect(ch chan<- prometheus.Metric) {
@@ -79,6 +92,12 @@ func (c *projectorCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.lagEvents, prometheus.GaugeValue, float64(s.LagEvents), s.Name)
 		ch <- prometheus.MustNewConstMetric(c.lagSeconds, prometheus.GaugeValue, s.LagSeconds, s.Name)
 		ch <- prometheus.MustNewConstMetric(c.position, prometheus.GaugeValue, float64(s.Position.GlobalPosition), s.Name)
+		ch <- prometheus.MustNewConstMetric(c.version, prometheus.GaugeValue, float64(s.Version), s.Name)
+		if r := s.Rebuild; r != nil {
+			ch <- prometheus.MustNewConstMetric(c.rebuildDone, prometheus.GaugeValue, float64(r.EventsDone), s.Name)
+			ch <- prometheus.MustNewConstMetric(c.rebuildTotal, prometheus.GaugeValue, float64(r.EventsTotal), s.Name)
+			ch <- prometheus.MustNewConstMetric(c.rebuildRate, prometheus.GaugeValue, r.Rate, s.Name)
+		}
 		for _, st := range []string{"live", "rebuilding", "failed"} {
 			v := 0.0
 			if s.Status == st {
