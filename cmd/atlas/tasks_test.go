@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -615,9 +616,10 @@ func startWorkerProcess(t *testing.T, env ...string) *exec.Cmd {
 	}
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _, _ = cmd.Process.Wait() })
 	running := make(chan struct{})
+	ended := make(chan struct{})
 	lines := make(chan string, 1000)
 	go func() {
-		defer close(lines)
+		defer close(ended)
 		sc := bufio.NewScanner(out)
 		sc.Buffer(make([]byte, 1<<20), 1<<20)
 		once := false
@@ -634,7 +636,12 @@ func startWorkerProcess(t *testing.T, env ...string) *exec.Cmd {
 	}()
 	select {
 	case <-running:
+	case <-ended:
 	case <-time.After(120 * time.Second):
+	}
+	select {
+	case <-running:
+	default:
 		var log []string
 		for len(lines) > 0 {
 			log = append(log, <-lines)
@@ -663,5 +670,44 @@ func TestTaskWhoseJobTheQueueGaveUpOnFails(t *testing.T) {
 	ev := s.taskEvents(token, id)
 	if count(ev, "failed") != 1 || count(ev, "completed") != 0 || count(ev, "started") != 1 {
 		t.Fatalf("history: %v", ev)
+	}
+}
+
+// TestTaskWorkerSIGTERMHandsTheAttemptOver: a worker process told to stop waits for its running
+// attempt up to ATLAS_SHUTDOWN_TIMEOUT, then records it as failed with an immediate retry and exits
+// 0; another worker runs the task to completion.
+func TestTaskWorkerSIGTERMHandsTheAttemptOver(t *testing.T) {
+	s := startServerWith(t, taskEnv(map[string]string{"ATLAS_TASK_WORKERS": "0"}))
+	token, _, personal := s.register("tasks-sigterm@example.com", "Sigterm")
+	var env []string
+	for k, v := range s.env {
+		env = append(env, k+"="+v)
+	}
+	env = append(env, "ATLAS_TASK_WORKERS=2", "ATLAS_SHUTDOWN_TIMEOUT=1s")
+	worker := startWorkerProcess(t, env...)
+	id := s.createTask(token, personal, "noop", map[string]any{"steps": 10, "sleep_ms": 4000})
+	s.waitTask(token, id, "running", 30*time.Second)
+	if err := worker.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- worker.Wait() }()
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Fatalf("the worker exited with %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the worker did not exit after SIGTERM")
+	}
+	got := s.waitTask(token, id, "queued", 10*time.Second)
+	if !strings.Contains(fmt.Sprint(got["error"]), "shut down") {
+		t.Fatalf("after the shutdown: %v", got)
+	}
+	startWorkerProcess(t, env...)
+	got = s.waitTask(token, id, "completed", 60*time.Second)
+	ev := s.taskEvents(token, id)
+	if got["attempts"] != 2.0 || count(ev, "completed") != 1 || count(ev, "failed") != 1 {
+		t.Fatalf("history: %v, task %v", ev, got)
 	}
 }
