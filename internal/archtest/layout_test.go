@@ -40,7 +40,7 @@ var allowed = map[string][]string{
 	"search":      {"search"},
 	"ai":          {"ai"},
 	"assistant":   {"assistant", "domain", "eventstore", "commands", "projections", "search", "ai"},
-	"workers":     {"workers", "domain", "eventstore", "commands", "projections", "search", "ai"},
+	"workers":     {"workers", "domain", "eventstore", "commands", "projections"},
 	"httpapi":     {"httpapi", "domain", "eventstore", "commands", "projections"},
 	"migrations":  {"migrations"},
 	"internal":    {"internal", "migrations", "eventstore"},
