@@ -399,8 +399,8 @@ func TestOrgAuditNDJSONExportInConstantMemory(t *testing.T) {
 	}
 	orgID := created.Org.ID
 	spaceID := uuid.New()
-	// 6,000 notes of 4 KiB, appended straight to the store in batches (the HTTP API is rate limited).
-	const notes, batch = 6000, 500
+	// 10,000 notes of 4 KiB, appended straight to the store in batches (the HTTP API is rate limited).
+	const notes, batch = 10000, 500
 	body := strings.Repeat("audit export ", 4096/13)
 	now := time.Now().UTC()
 	for i := 0; i < notes; i += batch {
@@ -443,7 +443,7 @@ func TestOrgAuditNDJSONExportInConstantMemory(t *testing.T) {
 	growth := int64(peak) - int64(base)
 	t.Logf("exported %d events (%.1f MiB of payload); live heap grew by at most %.1f MiB while streaming",
 		lines, float64(logBytes)/(1<<20), float64(growth)/(1<<20))
-	if growth > logBytes/6 {
+	if growth > logBytes/3 { // a buffered answer would hold all of it, several times over
 		t.Fatalf("the heap grew by %d bytes streaming %d bytes of events: not constant memory", growth, logBytes)
 	}
 }
