@@ -152,13 +152,14 @@ func projectionsCmd(ctx context.Context, cfg Config, args []string, stdout, stde
 			return err
 		}
 		w := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(w, "NAME\tVERSION\tSTATUS\tCHECKPOINT\tLAG_EVENTS\tLAG_SECONDS\tLAST_ERROR")
+		fmt.Fprintln(w, "NAME\tVERSION\tSTATUS\tCHECKPOINT\tLAG_EVENTS\tLAG_SECONDS\tREBUILD\tLAST_ERROR")
 		for _, s := range sts {
 			lastErr := ""
 			if s.LastError != nil {
 				lastErr = *s.LastError
 			}
-			fmt.Fprintf(w, "%s\t%d\t%s\t%s\t%d\t%.3f\t%s\n", s.Name, s.Version, s.Status, s.Position, s.LagEvents, s.LagSeconds, lastErr)
+			fmt.Fprintf(w, "%s\t%d\t%s\t%s\t%d\t%.3f\t%s\t%s\n", s.Name, s.Version, s.Status, s.Position, s.LagEvents, s.LagSeconds,
+				rebuildProgress(s.Rebuild), lastErr)
 		}
 		return w.Flush()
 	case "rebuild":
@@ -262,6 +263,23 @@ func rebuild(ctx context.Context, app *App, name string, restart, quiet bool, ba
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+// rebuildProgress is a rebuild's progress in one column: "-" when none runs, else the version being
+// built, events done of total, the rate and the time left.
+func rebuildProgress(r *projections.Rebuild) string {
+	if r == nil {
+		return "-"
+	}
+	pct := 100.0
+	if r.EventsTotal > 0 {
+		pct = 100 * float64(r.EventsDone) / float64(r.EventsTotal)
+	}
+	out := fmt.Sprintf("v%d %d/%d (%.0f%%) %.0f/s", r.Version, r.EventsDone, r.EventsTotal, pct, r.Rate)
+	if r.ETASeconds != nil {
+		out += fmt.Sprintf(" eta %s", (time.Duration(*r.ETASeconds) * time.Second).Round(time.Second))
+	}
+	return out
 }
 
 func deref(p *int64) any {
