@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
 	"time"
 
 	"github.com/google/uuid"
@@ -378,43 +377,11 @@ type ChatMessagePage struct {
 // ChatMessages lists a chat's messages in conversation order after the cursor (a seq; "" for the
 // first page), for a viewer who may read the chat; CodeNotFound otherwise.
 func (q *Queries) ChatMessages(ctx context.Context, viewer, chatID uuid.UUID, cursor string, limit int) (ChatMessagePage, error) {
-	var after int64
-	if cursor != "" {
-		var err error
-		if after, err = strconv.ParseInt(cursor, 10, 64); err != nil || after < 0 {
-			return ChatMessagePage{}, domain.Errorf(domain.CodeBadRequest, "cursor %q is not valid", cursor)
-		}
-	}
-	page := ChatMessagePage{Items: []ChatMessageView{}}
-	err := q.tenantTx(ctx, viewer, func(tx pgx.Tx) error {
-		var ok bool
-		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM chats c WHERE c.id = $1 AND `+readableSpace("c.space_id")+`)`,
-			chatID, viewer, Anyone).Scan(&ok); err != nil {
-			return fmt.Errorf("check chat permission: %w", err)
-		}
-		if !ok {
-			return domain.Errorf(domain.CodeNotFound, "chat not found")
-		}
-		rows, err := tx.Query(ctx, `SELECT `+chatMessageColumns+` FROM chat_messages m
-			WHERE m.chat_id = $1 AND m.seq > $2 ORDER BY m.seq LIMIT $3`, chatID, after, limit+1)
-		if err != nil {
-			return fmt.Errorf("list chat messages: %w", err)
-		}
-		defer rows.Close()
-		for rows.Next() {
-			v, err := scanChatMessage(rows)
-			if err != nil {
-				return err
-			}
-			page.Items = append(page.Items, v)
-		}
-		return rows.Err()
-	})
-	if err != nil {
-		return ChatMessagePage{}, err
-	}
-	page.Items, page.NextCursor = trimPage(page.Items, limit, func(v ChatMessageView) string { return strconv.FormatInt(v.Seq, 10) })
-	return page, nil
+	items, next, err := numberedChildren(ctx, q, viewer, chatID, cursor, limit, "chat",
+		`SELECT EXISTS (SELECT 1 FROM chats c WHERE c.id = $1 AND `+readableSpace("c.space_id")+`)`,
+		`SELECT `+chatMessageColumns+` FROM chat_messages m WHERE m.chat_id = $1 AND m.seq > $2 ORDER BY m.seq LIMIT $3`,
+		scanChatMessage, func(v ChatMessageView) int64 { return v.Seq })
+	return ChatMessagePage{Items: items, NextCursor: next}, err
 }
 
 // ChatMessage returns one message of a chat viewer may read; CodeNotFound otherwise.

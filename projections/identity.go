@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -336,6 +337,50 @@ func trimPage[T any](items []T, limit int, key func(T) string) ([]T, *string) {
 	}
 	c := key(items[limit-1])
 	return items[:limit], &c
+}
+
+// numberedChildren lists the children of a parent row that viewer may read, numbered from 1 (note
+// revisions, chat messages), after the number in cursor ("" for the first page), with the next
+// page's cursor. parentSQL is an EXISTS query over the parent ($1 its id, $2 viewer, $3 Anyone); a
+// parent viewer may not read is CodeNotFound, "<what> not found". listSQL selects the page ($1 the
+// parent's id, $2 the number after which to start, $3 how many) in number order.
+func numberedChildren[T any](ctx context.Context, q *Queries, viewer, parent uuid.UUID, cursor string, limit int,
+	what, parentSQL, listSQL string, scan func(pgx.Row) (T, error), number func(T) int64) ([]T, *string, error) {
+	var after int64
+	if cursor != "" {
+		var err error
+		if after, err = strconv.ParseInt(cursor, 10, 64); err != nil || after < 0 {
+			return nil, nil, domain.Errorf(domain.CodeBadRequest, "cursor %q is not valid", cursor)
+		}
+	}
+	items := []T{}
+	err := q.tenantTx(ctx, viewer, func(tx pgx.Tx) error {
+		var ok bool
+		if err := tx.QueryRow(ctx, parentSQL, parent, viewer, Anyone).Scan(&ok); err != nil {
+			return fmt.Errorf("check %s permission: %w", what, err)
+		}
+		if !ok {
+			return domain.Errorf(domain.CodeNotFound, "%s not found", what)
+		}
+		rows, err := tx.Query(ctx, listSQL, parent, after, limit+1)
+		if err != nil {
+			return fmt.Errorf("list the children of a %s: %w", what, err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			v, err := scan(rows)
+			if err != nil {
+				return err
+			}
+			items = append(items, v)
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	items, next := trimPage(items, limit, func(v T) string { return strconv.FormatInt(number(v), 10) })
+	return items, next, nil
 }
 
 // prefixed qualifies each column of a comma-separated list with prefix.

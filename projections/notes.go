@@ -3,7 +3,6 @@ package projections
 import (
 	"context"
 	"fmt"
-	"strconv"
 	"time"
 
 	"github.com/google/uuid"
@@ -202,42 +201,16 @@ type NoteRevisionPage struct {
 // NoteRevisions lists a note's revisions, oldest first, after revision number cursor ("" for the
 // first page), for a viewer who may read the note; CodeNotFound otherwise.
 func (q *Queries) NoteRevisions(ctx context.Context, viewer, noteID uuid.UUID, cursor string, limit int) (NoteRevisionPage, error) {
-	var after int64
-	if cursor != "" {
-		var err error
-		if after, err = strconv.ParseInt(cursor, 10, 64); err != nil || after < 0 {
-			return NoteRevisionPage{}, domain.Errorf(domain.CodeBadRequest, "cursor %q is not valid", cursor)
-		}
-	}
-	page := NoteRevisionPage{Items: []NoteRevisionView{}}
-	err := q.tenantTx(ctx, viewer, func(tx pgx.Tx) error {
-		var ok bool
-		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM notes n WHERE n.id = $1 AND `+readableSpace("n.space_id")+`)`,
-			noteID, viewer, Anyone).Scan(&ok); err != nil {
-			return fmt.Errorf("check note permission: %w", err)
-		}
-		if !ok {
-			return domain.Errorf(domain.CodeNotFound, "note not found")
-		}
-		rows, err := tx.Query(ctx, `SELECT revision, title, body, edited_by, edited_at FROM note_revisions
-			WHERE note_id = $1 AND revision > $2 ORDER BY revision LIMIT $3`, noteID, after, limit+1)
-		if err != nil {
-			return fmt.Errorf("list note revisions: %w", err)
-		}
-		defer rows.Close()
-		for rows.Next() {
+	items, next, err := numberedChildren(ctx, q, viewer, noteID, cursor, limit, "note",
+		`SELECT EXISTS (SELECT 1 FROM notes n WHERE n.id = $1 AND `+readableSpace("n.space_id")+`)`,
+		`SELECT revision, title, body, edited_by, edited_at FROM note_revisions
+			WHERE note_id = $1 AND revision > $2 ORDER BY revision LIMIT $3`,
+		func(rows pgx.Row) (NoteRevisionView, error) {
 			var v NoteRevisionView
-			if err := rows.Scan(&v.Revision, &v.Title, &v.Body, &v.EditedBy, &v.EditedAt); err != nil {
-				return err
-			}
+			err := rows.Scan(&v.Revision, &v.Title, &v.Body, &v.EditedBy, &v.EditedAt)
 			v.EditedAt = v.EditedAt.UTC()
-			page.Items = append(page.Items, v)
-		}
-		return rows.Err()
-	})
-	if err != nil {
-		return NoteRevisionPage{}, err
-	}
-	page.Items, page.NextCursor = trimPage(page.Items, limit, func(v NoteRevisionView) string { return strconv.FormatInt(v.Revision, 10) })
-	return page, nil
+			return v, err
+		},
+		func(v NoteRevisionView) int64 { return v.Revision })
+	return NoteRevisionPage{Items: items, NextCursor: next}, err
 }
