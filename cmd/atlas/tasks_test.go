@@ -118,6 +118,15 @@ func TestTaskNoopRunsAndBadInputIsRefused(t *testing.T) {
 		strings.Join(ev, ",") != "created,queued,started,output,output,completed" {
 		t.Fatalf("history: %v", ev)
 	}
+	// ?as_of= rebuilds the task from its events up to a time: at its creation it was queued.
+	hist := s.do("GET", "/api/v1/tasks/"+id+"/history", token, nil).json(t)["items"].([]any)
+	r = s.do("GET", "/api/v1/tasks/"+id+"?as_of="+hist[1].(map[string]any)["occurred_at"].(string), viewer, nil)
+	expect(t, r, 200, "")
+	if past := r.json(t); past["status"] != "queued" || past["attempts"] != 0.0 || past["version"] != 2.0 {
+		t.Fatalf("as_of creation: %s", r.body)
+	}
+	expect(t, s.do("GET", "/api/v1/tasks/"+id+"?as_of=2000-01-01T00:00:00Z", token, nil), 404, "not_found")
+	expect(t, s.do("GET", "/api/v1/tasks/"+id+"?as_of=yesterday", token, nil), 422, "validation_failed")
 	r = s.do("GET", "/metrics", "", nil)
 	if !strings.Contains(string(r.body), `atlas_task_attempts_total{kind="noop",outcome="completed"} 1`) {
 		t.Fatalf("metrics: %s", r.body)
