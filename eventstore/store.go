@@ -422,7 +422,7 @@ func (s *Store) ReadStreamAfter(ctx context.Context, streamID uuid.UUID, afterVe
 // continues from the last returned position.
 func (s *Store) ReadLog(ctx context.Context, after Position, limit int) ([]Record, error) {
 	rows, err := s.pool.Query(ctx, `SELECT `+recordColumns+` FROM events
-		WHERE ((transaction_id = $1::text::xid8 AND global_position > $2) OR transaction_id > $1::text::xid8)
+		WHERE (transaction_id, global_position) > ($1::text::xid8, $2::bigint)
 		  AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
 		ORDER BY transaction_id, global_position LIMIT $3`,
 		fmt.Sprint(after.TransactionID), after.GlobalPosition, limit)

@@ -7,6 +7,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/atlas-workspace/atlas/domain"
 	"github.com/atlas-workspace/atlas/domain/note"
@@ -29,6 +30,44 @@ func Notes() *Projector {
 	}
 	return &Projector{
 		Name: NotesProjector, Version: 1, Tables: []string{"notes", "note_revisions", "note_space_tombstones"},
+		// Runs of note.created events in a rebuild: both rows of each written by one INSERT per table
+		// over arrays (COPY is refused under row-level security), then those of spaces deleted earlier
+		// in the log removed again, which is what the handler's tombstone check does.
+		BulkTypes: map[string]bool{note.EventCreated: true},
+		Bulk: func(ctx context.Context, tx pgx.Tx, recs []eventstore.Record) error {
+			n := len(recs)
+			ids, spaces, tenants := make([]uuid.UUID, n), make([]uuid.UUID, n), make([]uuid.UUID, n)
+			titles, bodies := make([]string, n), make([]string, n)
+			versions := make([]int64, n)
+			actors := make([]pgtype.UUID, n)
+			created := make([]time.Time, n)
+			for i, r := range recs {
+				e := r.Event.(note.Created)
+				ids[i], spaces[i], tenants[i], titles[i], bodies[i] = e.NoteID, e.SpaceID, tenant(r), e.Title, e.Body
+				versions[i], created[i] = r.StreamVersion, e.CreatedAt
+				if r.Metadata.ActorID != nil {
+					actors[i] = pgtype.UUID{Bytes: *r.Metadata.ActorID, Valid: true}
+				}
+			}
+			if _, err := tx.Exec(ctx, `INSERT INTO notes (id, space_id, tenant_id, title, body, version, created_by, updated_by, created_at, updated_at)
+				SELECT id, space_id, tenant_id, title, body, version, actor, actor, at, at
+				FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::bigint[], $7::uuid[], $8::timestamptz[])
+					AS u(id, space_id, tenant_id, title, body, version, actor, at)
+				WHERE NOT EXISTS (SELECT 1 FROM note_space_tombstones t WHERE t.space_id = u.space_id)`,
+				ids, spaces, tenants, titles, bodies, versions, actors, created); err != nil {
+				return fmt.Errorf("insert notes: %w", err)
+			}
+			_, err := tx.Exec(ctx, `INSERT INTO note_revisions (note_id, revision, space_id, tenant_id, title, body, edited_by, edited_at)
+				SELECT id, version, space_id, tenant_id, title, body, actor, at
+				FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::bigint[], $7::uuid[], $8::timestamptz[])
+					AS u(id, space_id, tenant_id, title, body, version, actor, at)
+				WHERE NOT EXISTS (SELECT 1 FROM note_space_tombstones t WHERE t.space_id = u.space_id)`,
+				ids, spaces, tenants, titles, bodies, versions, actors, created)
+			if err != nil {
+				return fmt.Errorf("insert note revisions: %w", err)
+			}
+			return nil
+		},
 		Handlers: map[string]Handler{
 			note.EventCreated: func(ctx context.Context, tx pgx.Tx, r eventstore.Record) error {
 				e := r.Event.(note.Created)

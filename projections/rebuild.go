@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -501,3 +503,98 @@ func (rt *Runtime) swap(ctx context.Context, p *Projector) (bool, error) {
 	}
 	return swapped, nil
 }
+
+// bulkChunk is how many events a bulk catch-up reads and applies per transaction.
+const bulkChunk = 10000
+
+// bulkCatchUp brings a consumer group that starts far behind the log (a rebuild, a first build, a
+// projector that was stopped) up to date in chunks of bulkChunk events, one transaction each (the
+// chunk's writes and the group's checkpoint commit together), using the projector's Bulk for runs of
+// bulk events and its handlers for the others, until fewer than half a chunk is left; the watermill
+// consumer then goes on from the checkpoint, event by event. A failure rolls the chunk back and
+// returns the error; the caller then goes on event by event, where failures are retried and recorded
+// one event at a time.
+func (rt *Runtime) bulkCatchUp(ctx context.Context, p *Projector, group string, log *slog.Logger) error {
+	start, applied := time.Now(), 0
+	// A group that never ran has no checkpoint row yet: the start of the log.
+	if _, err := rt.pool.Exec(ctx, `INSERT INTO projection_offsets (consumer_group, offset_acked, last_processed_transaction_id)
+		VALUES ($1, 0, '0') ON CONFLICT DO NOTHING`, group); err != nil {
+		return fmt.Errorf("checkpoint: %w", err)
+	}
+	for ctx.Err() == nil {
+		var pos eventstore.Position
+		var xid string
+		err := rt.pool.QueryRow(ctx, `SELECT coalesce(offset_acked, 0), last_processed_transaction_id::text
+			FROM projection_offsets WHERE consumer_group = $1`, group).Scan(&pos.GlobalPosition, &xid)
+		if err != nil {
+			return fmt.Errorf("read checkpoint: %w", err)
+		}
+		fmt.Sscan(xid, &pos.TransactionID)
+		recs, err := rt.store.ReadLog(ctx, pos, bulkChunk)
+		if err != nil {
+			return err
+		}
+		if len(recs) < bulkChunk/2 {
+			if applied > 0 {
+				log.Info("bulk catch-up done", "events", applied, "elapsed", time.Since(start).Round(time.Millisecond))
+			}
+			return nil
+		}
+		err = pgx.BeginFunc(ctx, rt.pool, func(tx pgx.Tx) error {
+			// The checkpoint row, locked: no consumer of this group in any process is in a batch, and
+			// none starts one until this chunk commits; it must still be where it was read.
+			var now eventstore.Position
+			if err := tx.QueryRow(ctx, `SELECT coalesce(offset_acked, 0), last_processed_transaction_id::text
+				FROM projection_offsets WHERE consumer_group = $1 FOR UPDATE`, group).Scan(&now.GlobalPosition, &xid); err != nil {
+				return err
+			}
+			fmt.Sscan(xid, &now.TransactionID)
+			if now != pos {
+				return errMoved
+			}
+			if err := rt.enter(ctx, &consumer{p: p, group: group}, tx); err != nil {
+				return err
+			}
+			var run []eventstore.Record
+			flush := func() error {
+				if len(run) == 0 {
+					return nil
+				}
+				err := p.Bulk(ctx, tx, run)
+				run = run[:0]
+				return err
+			}
+			for _, r := range recs {
+				switch {
+				case p.BulkTypes[r.Name]:
+					run = append(run, r)
+				case p.Handlers[r.Name] != nil:
+					if err := flush(); err != nil {
+						return err
+					}
+					if err := callHandler(ctx, p.Handlers[r.Name], tx, r); err != nil {
+						return &handlerError{position: r.Position.GlobalPosition, eventType: r.Name, err: err}
+					}
+				}
+			}
+			if err := flush(); err != nil {
+				return err
+			}
+			last := recs[len(recs)-1].Position
+			_, err := tx.Exec(ctx, `UPDATE projection_offsets SET offset_acked = $2, last_processed_transaction_id = $3::text::xid8
+				WHERE consumer_group = $1`, group, last.GlobalPosition, fmt.Sprint(last.TransactionID))
+			return err
+		})
+		switch {
+		case errors.Is(err, errMoved):
+			continue // another process applied some: read again from where it is
+		case err != nil:
+			return err
+		}
+		applied += len(recs)
+	}
+	return nil
+}
+
+// errMoved: the checkpoint moved between reading it and locking it.
+var errMoved = errors.New("checkpoint moved")

@@ -39,6 +39,12 @@ type Projector struct {
 	// shape before a rebuild fills them, e.g. "ALTER TABLE api_keys ADD COLUMN ...". It runs with the
 	// rebuild's schema first on the search path, so unqualified names are the copies.
 	ShadowDDL string
+	// Bulk, when set, applies a run of consecutive events whose current names are in BulkTypes in one
+	// call, with the same effect on the tables as their Handlers one by one (one INSERT over arrays,
+	// say). A consumer group that starts far behind the log (a rebuild) catches up with it in large
+	// chunks (bulkCatchUp).
+	Bulk      func(ctx context.Context, tx pgx.Tx, recs []eventstore.Record) error
+	BulkTypes map[string]bool
 	// InPlaceRebuild empties the live tables and replays into them instead of building copies. For
 	// work queues that other components must see filling up (the search projector's), not for read
 	// models that queries use.
@@ -281,11 +287,25 @@ func (rt *Runtime) supervise(ctx context.Context, p *Projector) {
 // failed handlers with backoff and stopping the projector after MaxAttempts failures on one event.
 func (rt *Runtime) runGroup(ctx context.Context, p *Projector, group string, log *slog.Logger) {
 	var seen atomic.Int64
+	bulk := p.Bulk != nil
 	for ctx.Err() == nil {
 		if rt.waitWhileFailed(ctx, p) != nil {
 			return
 		}
-		err := rt.consume(ctx, p, group, &seen, log)
+		var err error
+		if bulk {
+			// Catching up from far behind in large chunks; then (or after any error, which this run
+			// of the group does not retry in bulk) event by event, where failures are handled one by one.
+			err = rt.bulkCatchUp(ctx, p, group, log)
+			bulk = false
+			if errors.Is(err, errRetired) {
+				continue // consume notices it too, and cleans up
+			}
+			if err != nil && ctx.Err() == nil {
+				log.Warn("bulk catch-up stopped; going on event by event", "error", err)
+			}
+		}
+		err = rt.consume(ctx, p, group, &seen, log)
 		if ctx.Err() != nil {
 			return
 		}
