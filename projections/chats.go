@@ -333,39 +333,10 @@ type ChatPage struct {
 // ChatsOf lists a space's chats, oldest first, for a viewer who may read the space; CodeNotFound
 // otherwise. A malformed cursor is CodeBadRequest.
 func (q *Queries) ChatsOf(ctx context.Context, viewer, spaceID uuid.UUID, cursor string, limit int) (ChatPage, error) {
-	after, err := parseCursor(cursor)
-	if err != nil {
-		return ChatPage{}, err
-	}
-	page := ChatPage{Items: []ChatView{}}
-	err = q.tenantTx(ctx, viewer, func(tx pgx.Tx) error {
-		var ok bool
-		if err := tx.QueryRow(ctx, `SELECT `+readableSpace("$1"), spaceID, viewer, Anyone).Scan(&ok); err != nil {
-			return fmt.Errorf("check space permission: %w", err)
-		}
-		if !ok {
-			return domain.Errorf(domain.CodeNotFound, "space not found")
-		}
-		rows, err := tx.Query(ctx, `SELECT `+chatColumns+` FROM chats c WHERE c.space_id = $1 AND c.id > $2 ORDER BY c.id LIMIT $3`,
-			spaceID, after, limit+1)
-		if err != nil {
-			return fmt.Errorf("list chats: %w", err)
-		}
-		defer rows.Close()
-		for rows.Next() {
-			v, err := scanChat(rows)
-			if err != nil {
-				return err
-			}
-			page.Items = append(page.Items, v)
-		}
-		return rows.Err()
-	})
-	if err != nil {
-		return ChatPage{}, err
-	}
-	page.Items, page.NextCursor = trimPage(page.Items, limit, func(v ChatView) string { return v.ID.String() })
-	return page, nil
+	items, next, err := inSpace(ctx, q, viewer, spaceID, cursor, limit, "chats",
+		`SELECT `+chatColumns+` FROM chats c WHERE c.space_id = $1 AND c.id > $2 ORDER BY c.id LIMIT $3`,
+		func(r pgx.Row) (ChatView, error) { return scanChat(r) }, func(v ChatView) uuid.UUID { return v.ID })
+	return ChatPage{Items: items, NextCursor: next}, err
 }
 
 // ChatMessagePage is one page of a chat's messages.

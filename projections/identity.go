@@ -339,6 +339,46 @@ func trimPage[T any](items []T, limit int, key func(T) string) ([]T, *string) {
 	return items[:limit], &c
 }
 
+// inSpace lists a page of a space's items (notes, chats, tasks) for a viewer who may read the space
+// (CodeNotFound otherwise), after the id in cursor ("" for the first page; a malformed one is
+// CodeBadRequest), with the next page's cursor. listSQL selects the page in id order: $1 the space,
+// $2 the id after which to start, $3 how many, then extra.
+func inSpace[T any](ctx context.Context, q *Queries, viewer, spaceID uuid.UUID, cursor string, limit int,
+	what, listSQL string, scan func(pgx.Row) (T, error), id func(T) uuid.UUID, extra ...any) ([]T, *string, error) {
+	after, err := parseCursor(cursor)
+	if err != nil {
+		return nil, nil, err
+	}
+	items := []T{}
+	err = q.tenantTx(ctx, viewer, func(tx pgx.Tx) error {
+		var ok bool
+		if err := tx.QueryRow(ctx, `SELECT `+readableSpace("$1"), spaceID, viewer, Anyone).Scan(&ok); err != nil {
+			return fmt.Errorf("check space permission: %w", err)
+		}
+		if !ok {
+			return domain.Errorf(domain.CodeNotFound, "space not found")
+		}
+		rows, err := tx.Query(ctx, listSQL, append([]any{spaceID, after, limit + 1}, extra...)...)
+		if err != nil {
+			return fmt.Errorf("list %s: %w", what, err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			v, err := scan(rows)
+			if err != nil {
+				return err
+			}
+			items = append(items, v)
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	items, next := trimPage(items, limit, func(v T) string { return id(v).String() })
+	return items, next, nil
+}
+
 // numberedChildren lists the children of a parent row that viewer may read, numbered from 1 (note
 // revisions, chat messages), after the number in cursor ("" for the first page), with the next
 // page's cursor. parentSQL is an EXISTS query over the parent ($1 its id, $2 viewer, $3 Anyone); a

@@ -196,39 +196,10 @@ type NotePage struct {
 // NotesOf lists a space's notes (without bodies), oldest first, for a viewer who may read the space;
 // CodeNotFound otherwise. A malformed cursor is CodeBadRequest.
 func (q *Queries) NotesOf(ctx context.Context, viewer, spaceID uuid.UUID, cursor string, limit int) (NotePage, error) {
-	after, err := parseCursor(cursor)
-	if err != nil {
-		return NotePage{}, err
-	}
-	page := NotePage{Items: []NoteView{}}
-	err = q.tenantTx(ctx, viewer, func(tx pgx.Tx) error {
-		var ok bool
-		if err := tx.QueryRow(ctx, `SELECT `+readableSpace("$1"), spaceID, viewer, Anyone).Scan(&ok); err != nil {
-			return fmt.Errorf("check space permission: %w", err)
-		}
-		if !ok {
-			return domain.Errorf(domain.CodeNotFound, "space not found")
-		}
-		rows, err := tx.Query(ctx, `SELECT `+noteColumns+` FROM notes n WHERE n.space_id = $1 AND n.id > $2 ORDER BY n.id LIMIT $3`,
-			spaceID, after, limit+1)
-		if err != nil {
-			return fmt.Errorf("list notes: %w", err)
-		}
-		defer rows.Close()
-		for rows.Next() {
-			v, err := scanNote(rows, false)
-			if err != nil {
-				return err
-			}
-			page.Items = append(page.Items, v)
-		}
-		return rows.Err()
-	})
-	if err != nil {
-		return NotePage{}, err
-	}
-	page.Items, page.NextCursor = trimPage(page.Items, limit, func(v NoteView) string { return v.ID.String() })
-	return page, nil
+	items, next, err := inSpace(ctx, q, viewer, spaceID, cursor, limit, "notes",
+		`SELECT `+noteColumns+` FROM notes n WHERE n.space_id = $1 AND n.id > $2 ORDER BY n.id LIMIT $3`,
+		func(r pgx.Row) (NoteView, error) { return scanNote(r, false) }, func(v NoteView) uuid.UUID { return v.ID })
+	return NotePage{Items: items, NextCursor: next}, err
 }
 
 // NoteRevisionPage is one page of a note's revisions.

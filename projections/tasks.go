@@ -3,7 +3,6 @@ package projections
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"time"
 
 	"github.com/google/uuid"
@@ -177,38 +176,9 @@ type TaskPage struct {
 // status, for a viewer who may read the space; CodeNotFound otherwise. A malformed cursor is
 // CodeBadRequest.
 func (q *Queries) TasksOf(ctx context.Context, viewer, spaceID uuid.UUID, status, cursor string, limit int) (TaskPage, error) {
-	after, err := parseCursor(cursor)
-	if err != nil {
-		return TaskPage{}, err
-	}
-	page := TaskPage{Items: []TaskView{}}
-	err = q.tenantTx(ctx, viewer, func(tx pgx.Tx) error {
-		var ok bool
-		if err := tx.QueryRow(ctx, `SELECT `+readableSpace("$1"), spaceID, viewer, Anyone).Scan(&ok); err != nil {
-			return fmt.Errorf("check space permission: %w", err)
-		}
-		if !ok {
-			return domain.Errorf(domain.CodeNotFound, "space not found")
-		}
-		rows, err := tx.Query(ctx, `SELECT `+taskColumns+` FROM tasks t
+	items, next, err := inSpace(ctx, q, viewer, spaceID, cursor, limit, "tasks",
+		`SELECT `+taskColumns+` FROM tasks t
 			WHERE t.space_id = $1 AND t.id > $2 AND ($4 = '' OR t.status = $4) ORDER BY t.id LIMIT $3`,
-			spaceID, after, limit+1, status)
-		if err != nil {
-			return fmt.Errorf("list tasks: %w", err)
-		}
-		defer rows.Close()
-		for rows.Next() {
-			v, err := scanTask(rows, false)
-			if err != nil {
-				return err
-			}
-			page.Items = append(page.Items, v)
-		}
-		return rows.Err()
-	})
-	if err != nil {
-		return TaskPage{}, err
-	}
-	page.Items, page.NextCursor = trimPage(page.Items, limit, func(v TaskView) string { return v.ID.String() })
-	return page, nil
+		func(r pgx.Row) (TaskView, error) { return scanTask(r, false) }, func(v TaskView) uuid.UUID { return v.ID }, status)
+	return TaskPage{Items: items, NextCursor: next}, err
 }
