@@ -42,56 +42,35 @@ type Artifact struct {
 	Body              io.ReadCloser
 }
 
+// taskDTO is a task as the API shows it: the read model's view, and after a command its position.
 type taskDTO struct {
-	ID          uuid.UUID       `json:"id"`
-	SpaceID     uuid.UUID       `json:"space_id"`
-	Kind        string          `json:"kind"`
-	Input       json.RawMessage `json:"input,omitempty"`
-	Status      string          `json:"status"`
-	Attempts    int             `json:"attempts"`
-	MaxAttempts int             `json:"max_attempts"`
-	Run         int             `json:"run"`
-	Output      *string         `json:"output,omitempty"`
-	Result      json.RawMessage `json:"result"`
-	Error       *string         `json:"error"`
-	RetryAt     *time.Time      `json:"retry_at"`
-	Version     int64           `json:"version"`
-	CreatedBy   *uuid.UUID      `json:"created_by,omitempty"`
-	CreatedAt   time.Time       `json:"created_at"`
-	StartedAt   *time.Time      `json:"started_at"`
-	FinishedAt  *time.Time      `json:"finished_at"`
-	UpdatedAt   time.Time       `json:"updated_at"`
-	Position    string          `json:"position,omitempty"`
+	projections.TaskView
+	Position string `json:"position,omitempty"`
 }
 
 func taskFromView(v projections.TaskView) taskDTO {
-	d := taskDTO{ID: v.ID, SpaceID: v.SpaceID, Kind: v.Kind, Input: v.Input, Status: v.Status, Attempts: v.Attempts,
-		MaxAttempts: v.MaxAttempts, Run: v.Run, Output: v.Output, Result: v.Result, Error: v.Error, RetryAt: v.RetryAt,
-		Version: v.Version, CreatedBy: v.CreatedBy, CreatedAt: v.CreatedAt, StartedAt: v.StartedAt, FinishedAt: v.FinishedAt,
-		UpdatedAt: v.UpdatedAt}
-	if d.Result == nil {
-		d.Result = json.RawMessage("null")
+	if v.Result == nil {
+		v.Result = json.RawMessage("null")
 	}
-	return d
+	return taskDTO{TaskView: v}
 }
 
+// taskFromState shows the task a command left, in the read model's shape.
 func taskFromState(st task.State) taskDTO {
 	out := st.Output
-	d := taskDTO{ID: st.ID, SpaceID: st.SpaceID, Kind: st.Kind, Input: st.Input, Status: string(st.Status), Attempts: st.Attempts,
-		MaxAttempts: st.MaxAttempts, Run: st.Run, Output: &out, Result: st.Result, RetryAt: st.RetryAt, Version: st.Version,
-		CreatedAt: st.CreatedAt.UTC(), StartedAt: st.StartedAt, FinishedAt: st.FinishedAt, UpdatedAt: st.UpdatedAt.UTC()}
+	v := projections.TaskView{ID: st.ID, SpaceID: st.SpaceID, Kind: st.Kind, Input: st.Input, Status: string(st.Status),
+		Attempts: st.Attempts, MaxAttempts: st.MaxAttempts, Run: st.Run, Output: &out, Result: st.Result, RetryAt: st.RetryAt,
+		Version: st.Version, CreatedAt: st.CreatedAt.UTC(), StartedAt: st.StartedAt, FinishedAt: st.FinishedAt,
+		UpdatedAt: st.UpdatedAt.UTC()}
 	if st.CreatedBy != uuid.Nil {
 		by := st.CreatedBy
-		d.CreatedBy = &by
+		v.CreatedBy = &by
 	}
 	if st.Error != "" {
 		e := st.Error
-		d.Error = &e
+		v.Error = &e
 	}
-	if d.Result == nil {
-		d.Result = json.RawMessage("null")
-	}
-	return d
+	return taskFromView(v)
 }
 
 func (s *Server) taskCommandResponse(c echo.Context, status int, r commands.TaskResult) error {

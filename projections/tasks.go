@@ -108,9 +108,9 @@ type TaskView struct {
 	MaxAttempts int             `json:"max_attempts"`
 	Run         int             `json:"run"`
 	Output      *string         `json:"output,omitempty"`
-	Result      json.RawMessage `json:"result,omitempty"`
+	Result      json.RawMessage `json:"result"`
 	Error       *string         `json:"error"`
-	RetryAt     *time.Time      `json:"retry_at,omitempty"`
+	RetryAt     *time.Time      `json:"retry_at"`
 	Version     int64           `json:"version"`
 	CreatedBy   *uuid.UUID      `json:"created_by,omitempty"`
 	CreatedAt   time.Time       `json:"created_at"`
