@@ -387,7 +387,10 @@ func HashRequest(parts ...[]byte) []byte {
 	return h.Sum(nil)
 }
 
-const recordColumns = `global_position, transaction_id::text, stream_type, stream_id, stream_version, event_id,
+// recordColumns are the columns scanRecord reads. The text form of transaction_id has its own name:
+// an ORDER BY transaction_id must mean the xid8 column (numeric order, the delivery index), never an
+// output column of the same name holding text, which would sort '10' before '9' and scan the table.
+const recordColumns = `global_position, transaction_id::text AS transaction_xid, stream_type, stream_id, stream_version, event_id,
 	event_type, schema_version, data, metadata, tenant_id, recorded_at`
 
 // ReadStream returns a stream's events from version 1 up to maxVersion (0: all), oldest first.
@@ -424,7 +427,7 @@ func (s *Store) ReadLog(ctx context.Context, after Position, limit int) ([]Recor
 	rows, err := s.pool.Query(ctx, `SELECT `+recordColumns+` FROM events
 		WHERE (transaction_id, global_position) > ($1::text::xid8, $2::bigint)
 		  AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
-		ORDER BY transaction_id, global_position LIMIT $3`,
+		ORDER BY events.transaction_id, global_position LIMIT $3`,
 		fmt.Sprint(after.TransactionID), after.GlobalPosition, limit)
 	if err != nil {
 		return nil, fmt.Errorf("read log: %w", err)
@@ -438,7 +441,7 @@ func (s *Store) Head(ctx context.Context) (Position, error) {
 	var xid string
 	err := s.pool.QueryRow(ctx, `SELECT transaction_id::text, global_position FROM events
 		WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot())
-		ORDER BY transaction_id DESC, global_position DESC LIMIT 1`).Scan(&xid, &p.GlobalPosition)
+		ORDER BY events.transaction_id DESC, global_position DESC LIMIT 1`).Scan(&xid, &p.GlobalPosition)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Position{}, nil
 	}

@@ -621,3 +621,56 @@ func TestLargeAppend(t *testing.T) {
 		t.Fatalf("chain: %d %v", broken, err)
 	}
 }
+
+// Delivery order is numeric in transaction ids: ReadLog, Head and the tenant log must never compare
+// them as text, where '10' sorts before '9' (a log whose ids cross a power of ten would be read out of
+// order, and a reader resuming after such an id would skip events).
+func TestLogOrderComparesTransactionIDsAsNumbers(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	tenant := uuid.New()
+	for _, xid := range []int{9, 10, 11, 100} {
+		if _, err := f.pool.Exec(ctx, `INSERT INTO events (transaction_id, stream_type, stream_id, stream_version, event_id,
+				event_type, schema_version, data, metadata, tenant_id, recorded_at)
+			VALUES ($1::bigint::text::xid8, 'test', gen_random_uuid(), 1, gen_random_uuid(), 'test.counted', 1,
+				jsonb_build_object('n', $1::bigint), '{}', $2, now())`, xid, tenant); err != nil {
+			t.Fatal(err)
+		}
+	}
+	numbers := func(recs []eventstore.Record) []int {
+		var out []int
+		for _, r := range recs {
+			out = append(out, r.Event.(Counted).N)
+		}
+		return out
+	}
+	recs, err := f.store.ReadLog(ctx, eventstore.Position{}, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := numbers(recs); fmt.Sprint(got) != "[9 10 11 100]" {
+		t.Fatalf("log order %v, want [9 10 11 100]", got)
+	}
+	// Resuming after 9 reads 10 next, not 100.
+	next, err := f.store.ReadLog(ctx, recs[0].Position, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := numbers(next); fmt.Sprint(got) != "[10]" {
+		t.Fatalf("after transaction 9 the log reads %v, want [10]", got)
+	}
+	head, err := f.store.Head(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if head != recs[3].Position {
+		t.Fatalf("head %+v, want the event of transaction 100 %+v", head, recs[3].Position)
+	}
+	mine, err := f.store.ReadTenant(ctx, tenant, eventstore.Position{}, eventstore.TenantFilter{}, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := numbers(mine); fmt.Sprint(got) != "[9 10 11 100]" {
+		t.Fatalf("tenant log order %v, want [9 10 11 100]", got)
+	}
+}

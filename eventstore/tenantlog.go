@@ -41,7 +41,7 @@ func (s *Store) eachTenantPage(ctx context.Context, tenant uuid.UUID, after Posi
 		  AND ($5::uuid IS NULL OR metadata->>'actor_id' = $5::uuid::text)
 		  AND ($6::timestamptz IS NULL OR recorded_at >= $6)
 		  AND ($7::timestamptz IS NULL OR recorded_at < $7)
-		ORDER BY transaction_id, global_position LIMIT $8`,
+		ORDER BY events.transaction_id, global_position LIMIT $8`,
 		tenant, fmt.Sprint(after.TransactionID), after.GlobalPosition, types, nullUUIDParam(f.Actor), f.From, f.To, limit)
 	if err != nil {
 		return 0, fmt.Errorf("read tenant log: %w", err)
