@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/google/uuid"
+	fastjson "github.com/segmentio/encoding/json"
 
 	"github.com/atlas-workspace/atlas/domain"
 )
@@ -71,7 +72,7 @@ func Register[T domain.Event](r *Registry) {
 	r.types[name] = codec{
 		decode: func(data []byte, keys Cipher) (domain.Event, error) {
 			var v T
-			if err := json.Unmarshal(data, &v); err != nil {
+			if err := fastjson.Unmarshal(data, &v); err != nil {
 				return nil, fmt.Errorf("decode %s: %w", name, err)
 			}
 			if pd, ok := any(&v).(domain.PersonalData); ok {

@@ -20,6 +20,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
+	fastjson "github.com/segmentio/encoding/json"
 
 	"github.com/atlas-workspace/atlas/domain"
 )
@@ -424,6 +425,32 @@ func (s *Store) ReadStreamAfter(ctx context.Context, streamID uuid.UUID, afterVe
 // transaction still in progress, so an event that commits late is not skipped by a reader that
 // continues from the last returned position.
 func (s *Store) ReadLog(ctx context.Context, after Position, limit int) ([]Record, error) {
+	raws, err := s.ReadLogRaw(ctx, after, limit)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Record, len(raws))
+	for i := range raws {
+		if out[i], err = s.Decode(raws[i]); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// RawRecord is an event as stored, its payload and metadata not decoded: what a reader that applies
+// some events straight from the events table (in SQL) needs to route them, and what Decode turns into
+// a Record for the others.
+type RawRecord struct {
+	Record  // Event, Name and Metadata are not set
+	Type    string
+	Version int
+	Data    []byte
+	Meta    []byte
+}
+
+// ReadLogRaw is ReadLog without decoding: the same events, in the same order, under the same rule.
+func (s *Store) ReadLogRaw(ctx context.Context, after Position, limit int) ([]RawRecord, error) {
 	rows, err := s.pool.Query(ctx, `SELECT `+recordColumns+` FROM events
 		WHERE (transaction_id, global_position) > ($1::text::xid8, $2::bigint)
 		  AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
@@ -432,7 +459,25 @@ func (s *Store) ReadLog(ctx context.Context, after Position, limit int) ([]Recor
 	if err != nil {
 		return nil, fmt.Errorf("read log: %w", err)
 	}
-	return s.scanRecords(rows)
+	defer rows.Close()
+	var out []RawRecord
+	for rows.Next() {
+		r, err := scanRaw(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read log: %w", err)
+	}
+	return out, nil
+}
+
+// Decode decodes a raw record's payload (upcast, personal data opened) and metadata.
+func (s *Store) Decode(r RawRecord) (Record, error) {
+	rec := r.Record
+	return rec, s.DecodeRecord(&rec, r.Type, r.Version, r.Data, r.Meta)
 }
 
 // Head returns the position of the last event that subscribers can currently read.
@@ -466,32 +511,40 @@ func (s *Store) scanRecords(rows pgx.Rows) ([]Record, error) {
 }
 
 func (s *Store) scanRecord(row pgx.Row) (Record, error) {
+	r, err := scanRaw(row)
+	if err != nil {
+		return r.Record, err
+	}
+	return s.Decode(r)
+}
+
+// scanRaw reads a row of recordColumns.
+func scanRaw(row pgx.Row) (RawRecord, error) {
 	var (
-		r        Record
-		xid, typ string
-		ver      int
-		data     []byte
-		meta     []byte
+		r   RawRecord
+		xid string
 	)
 	if err := row.Scan(&r.Position.GlobalPosition, &xid, &r.StreamType, &r.StreamID, &r.StreamVersion,
-		&r.EventID, &typ, &ver, &data, &meta, &r.TenantID, &r.RecordedAt); err != nil {
+		&r.EventID, &r.Type, &r.Version, &r.Data, &r.Meta, &r.TenantID, &r.RecordedAt); err != nil {
 		return r, fmt.Errorf("scan event: %w", err)
 	}
-	if _, err := fmt.Sscan(xid, &r.Position.TransactionID); err != nil {
-		return r, err
+	r.StoredName = r.Type + ".v" + strconv.Itoa(r.Version)
+	var err error
+	if r.Position.TransactionID, err = strconv.ParseUint(xid, 10, 64); err != nil {
+		return r, fmt.Errorf("scan event: transaction id %q: %w", xid, err)
 	}
-	return r, s.DecodeRecord(&r, typ, ver, data, meta)
+	return r, nil
 }
 
 // DecodeRecord fills r's name, payload and metadata from a stored row's columns.
 func (s *Store) DecodeRecord(r *Record, typ string, ver int, data, meta []byte) error {
-	r.StoredName = fmt.Sprintf("%s.v%d", typ, ver)
+	r.StoredName = typ + ".v" + strconv.Itoa(ver)
 	e, err := s.registry.Decode(typ, ver, data, s.keys)
 	if err != nil {
 		return fmt.Errorf("event %d: %w", r.Position.GlobalPosition, err)
 	}
 	r.Event, r.Name = e, e.EventName()
-	if err := json.Unmarshal(meta, &r.Metadata); err != nil {
+	if err := fastjson.Unmarshal(meta, &r.Metadata); err != nil {
 		return fmt.Errorf("event %d metadata: %w", r.Position.GlobalPosition, err)
 	}
 	r.RecordedAt = r.RecordedAt.UTC()

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -672,5 +673,59 @@ func TestLogOrderComparesTransactionIDsAsNumbers(t *testing.T) {
 	}
 	if got := numbers(mine); fmt.Sprint(got) != "[9 10 11 100]" {
 		t.Fatalf("tenant log order %v, want [9 10 11 100]", got)
+	}
+}
+
+// Shaped has fields of every kind event payloads use.
+type Shaped struct {
+	ID      uuid.UUID         `json:"id"`
+	Parent  *uuid.UUID        `json:"parent,omitempty"`
+	Title   string            `json:"title"`
+	At      time.Time         `json:"at"`
+	N       int64             `json:"n"`
+	Ok      bool              `json:"ok"`
+	Tags    []string          `json:"tags"`
+	Attrs   map[string]any    `json:"attrs"`
+	Nested  struct{ A int }   `json:"nested"`
+	Raw     json.RawMessage   `json:"raw"`
+	Labels  map[string]string `json:"labels,omitempty"`
+	Pointer *string           `json:"pointer"`
+}
+
+func (Shaped) EventName() string { return "test.shaped.v1" }
+
+// The registry decodes payloads with a faster decoder than encoding/json; on every kind of input a
+// payload may hold (escapes, surrogates, keys in another case, duplicates, unknown fields, nulls,
+// large numbers) it must give the same value, or fail where encoding/json fails.
+func TestDecodeAgreesWithEncodingJSON(t *testing.T) {
+	reg := eventstore.NewRegistry()
+	eventstore.Register[Shaped](reg)
+	inputs := []string{
+		`{"id":"0191e3a4-5c40-7e4c-8c3a-2f4b4e7a9d10","title":"plain","at":"2026-11-27T21:09:33.411375Z","n":3,"ok":true}`,
+		`{"id":"0191e3a4-5c40-7e4c-8c3a-2f4b4e7a9d10","parent":null,"title":"caf\u00e9 \ud83d\ude00 \ud800 \"q\" \\ \/ \b\f\n\r\t","tags":["a","",null],"pointer":null}`,
+		`{"ID":"0191e3a4-5c40-7e4c-8c3a-2f4b4e7a9d10","TITLE":"other case","Ok":true,"unknown":{"deep":[1,2,{"x":null}]}}`,
+		`{"title":"first","title":"second","n":1,"n":2}`,
+		`{"attrs":{"big":12345678901234567890,"neg":-1.5e-7,"s":"x","l":[true,false,null],"o":{}},"nested":{"a":7},"raw":{"k": [1, 2]}}`,
+		`{"labels":{"k":"v","k2":""},"pointer":"set","at":"2026-01-02T03:04:05+02:00"}`,
+		`{"n":9223372036854775807,"parent":"0191e3a4-5c40-7e4c-8c3a-2f4b4e7a9d11"}`,
+		`{"n":9223372036854775808}`, // overflows int64: both refuse
+		`{"id":"not-a-uuid"}`,
+		`{"at":"yesterday"}`,
+		`{"title":"unterminated`,
+		`{"tags":"not a list"}`,
+		`{"ok":"true"}`,
+		"{\"title\":\"invalid utf-8 \xff\xfe here\"}",
+	}
+	for _, in := range inputs {
+		got, gotErr := reg.Decode("test.shaped", 1, []byte(in), nil)
+		var want Shaped
+		wantErr := json.Unmarshal([]byte(in), &want)
+		if (gotErr != nil) != (wantErr != nil) {
+			t.Errorf("%s: registry error %v, encoding/json error %v", in, gotErr, wantErr)
+			continue
+		}
+		if gotErr == nil && !reflect.DeepEqual(got, want) {
+			t.Errorf("%s:\nregistry      %#v\nencoding/json %#v", in, got, want)
+		}
 	}
 }
