@@ -22,65 +22,24 @@ const NotesProjector = "notes"
 // deleted space's notes and revisions go, and a note created in it later in the log is never
 // projected (note_space_tombstones), so nothing of a deleted space stays readable.
 func Notes() *Projector {
-	tenant := func(r eventstore.Record) uuid.UUID {
-		if r.TenantID != nil {
-			return *r.TenantID
-		}
-		return uuid.Nil
-	}
 	return &Projector{
 		Name: NotesProjector, Version: 1, Tables: []string{"notes", "note_revisions", "note_space_tombstones"},
-		// Runs of note.created events in a rebuild: both rows of each written by one INSERT per table
-		// over arrays (COPY is refused under row-level security), then those of spaces deleted earlier
-		// in the log removed again, which is what the handler's tombstone check does.
+		// Runs of note.created events in a bulk catch-up (a rebuild), in one go.
 		BulkTypes: map[string]bool{note.EventCreated: true},
-		Bulk: func(ctx context.Context, tx pgx.Tx, recs []eventstore.Record) error {
-			n := len(recs)
-			ids, spaces, tenants := make([]uuid.UUID, n), make([]uuid.UUID, n), make([]uuid.UUID, n)
-			titles, bodies := make([]string, n), make([]string, n)
-			versions := make([]int64, n)
-			actors := make([]pgtype.UUID, n)
-			created := make([]time.Time, n)
-			for i, r := range recs {
-				e := r.Event.(note.Created)
-				ids[i], spaces[i], tenants[i], titles[i], bodies[i] = e.NoteID, e.SpaceID, tenant(r), e.Title, e.Body
-				versions[i], created[i] = r.StreamVersion, e.CreatedAt
-				if r.Metadata.ActorID != nil {
-					actors[i] = pgtype.UUID{Bytes: *r.Metadata.ActorID, Valid: true}
-				}
-			}
-			if _, err := tx.Exec(ctx, `INSERT INTO notes (id, space_id, tenant_id, title, body, version, created_by, updated_by, created_at, updated_at)
-				SELECT id, space_id, tenant_id, title, body, version, actor, actor, at, at
-				FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::bigint[], $7::uuid[], $8::timestamptz[])
-					AS u(id, space_id, tenant_id, title, body, version, actor, at)
-				WHERE NOT EXISTS (SELECT 1 FROM note_space_tombstones t WHERE t.space_id = u.space_id)`,
-				ids, spaces, tenants, titles, bodies, versions, actors, created); err != nil {
-				return fmt.Errorf("insert notes: %w", err)
-			}
-			_, err := tx.Exec(ctx, `INSERT INTO note_revisions (note_id, revision, space_id, tenant_id, title, body, edited_by, edited_at)
-				SELECT id, version, space_id, tenant_id, title, body, actor, at
-				FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::bigint[], $7::uuid[], $8::timestamptz[])
-					AS u(id, space_id, tenant_id, title, body, version, actor, at)
-				WHERE NOT EXISTS (SELECT 1 FROM note_space_tombstones t WHERE t.space_id = u.space_id)`,
-				ids, spaces, tenants, titles, bodies, versions, actors, created)
-			if err != nil {
-				return fmt.Errorf("insert note revisions: %w", err)
-			}
-			return nil
-		},
+		Bulk:      bulkNotesCreated,
 		Handlers: map[string]Handler{
 			note.EventCreated: func(ctx context.Context, tx pgx.Tx, r eventstore.Record) error {
 				e := r.Event.(note.Created)
 				tag, err := tx.Exec(ctx, `INSERT INTO notes (id, space_id, tenant_id, title, body, version, created_by, updated_by, created_at, updated_at)
 					SELECT $1, $2, $3, $4, $5, $6, $7, $7, $8, $8
 					WHERE NOT EXISTS (SELECT 1 FROM note_space_tombstones WHERE space_id = $2)`,
-					e.NoteID, e.SpaceID, tenant(r), e.Title, e.Body, r.StreamVersion, r.Metadata.ActorID, e.CreatedAt)
+					e.NoteID, e.SpaceID, noteTenant(r), e.Title, e.Body, r.StreamVersion, r.Metadata.ActorID, e.CreatedAt)
 				if err != nil || tag.RowsAffected() == 0 {
 					return err
 				}
 				_, err = tx.Exec(ctx, `INSERT INTO note_revisions (note_id, revision, space_id, tenant_id, title, body, edited_by, edited_at)
 					VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
-					e.NoteID, r.StreamVersion, e.SpaceID, tenant(r), e.Title, e.Body, r.Metadata.ActorID, e.CreatedAt)
+					e.NoteID, r.StreamVersion, e.SpaceID, noteTenant(r), e.Title, e.Body, r.Metadata.ActorID, e.CreatedAt)
 				return err
 			},
 			note.EventEdited: func(ctx context.Context, tx pgx.Tx, r eventstore.Record) error {
@@ -114,6 +73,106 @@ func Notes() *Projector {
 			},
 		},
 	}
+}
+
+// noteTenant is the tenant a note's rows carry: its event's (its space's owner).
+func noteTenant(r eventstore.Record) uuid.UUID {
+	if r.TenantID != nil {
+		return *r.TenantID
+	}
+	return uuid.Nil
+}
+
+// bulkNotesCreated applies a run of note.created events as their handler does one by one: a note
+// and its first revision each, except in a space deleted earlier in the log (note_space_tombstones).
+// Into a rebuild's copies (canCopy) it writes with COPY, having left out the deleted spaces' notes
+// itself; into tables under row-level security, where COPY is refused, with one INSERT over arrays.
+func bulkNotesCreated(ctx context.Context, tx pgx.Tx, recs []eventstore.Record, canCopy bool) error {
+	// pgtype.UUID, not uuid.UUID: pgx encodes the latter through its text form (driver.Valuer).
+	type row struct {
+		id, space, tenant, actor pgtype.UUID
+		title, body              string
+		version                  int64
+		at                       time.Time
+	}
+	rows := make([]row, len(recs))
+	for i, r := range recs {
+		e := r.Event.(note.Created)
+		rows[i] = row{id: pgUUID(e.NoteID), space: pgUUID(e.SpaceID), tenant: pgUUID(noteTenant(r)),
+			title: e.Title, body: e.Body, version: r.StreamVersion, at: e.CreatedAt}
+		if r.Metadata.ActorID != nil {
+			rows[i].actor = pgUUID(*r.Metadata.ActorID)
+		}
+	}
+	if canCopy {
+		seen := map[[16]byte]bool{}
+		var spaces []pgtype.UUID
+		for _, r := range rows {
+			if !seen[r.space.Bytes] {
+				seen[r.space.Bytes] = true
+				spaces = append(spaces, r.space)
+			}
+		}
+		q, err := tx.Query(ctx, `SELECT space_id FROM note_space_tombstones WHERE space_id = ANY($1)`, spaces)
+		if err != nil {
+			return fmt.Errorf("deleted spaces: %w", err)
+		}
+		deleted, err := pgx.CollectRows(q, pgx.RowTo[pgtype.UUID])
+		if err != nil {
+			return fmt.Errorf("deleted spaces: %w", err)
+		}
+		if len(deleted) > 0 {
+			gone := map[[16]byte]bool{}
+			for _, d := range deleted {
+				gone[d.Bytes] = true
+			}
+			kept := rows[:0]
+			for _, r := range rows {
+				if !gone[r.space.Bytes] {
+					kept = append(kept, r)
+				}
+			}
+			rows = kept
+		}
+		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"notes"},
+			[]string{"id", "space_id", "tenant_id", "title", "body", "version", "created_by", "updated_by", "created_at", "updated_at"},
+			pgx.CopyFromSlice(len(rows), func(i int) ([]any, error) {
+				r := rows[i]
+				return []any{r.id, r.space, r.tenant, r.title, r.body, r.version, r.actor, r.actor, r.at, r.at}, nil
+			})); err != nil {
+			return fmt.Errorf("copy notes: %w", err)
+		}
+		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"note_revisions"},
+			[]string{"note_id", "revision", "space_id", "tenant_id", "title", "body", "edited_by", "edited_at"},
+			pgx.CopyFromSlice(len(rows), func(i int) ([]any, error) {
+				r := rows[i]
+				return []any{r.id, r.version, r.space, r.tenant, r.title, r.body, r.actor, r.at}, nil
+			})); err != nil {
+			return fmt.Errorf("copy note revisions: %w", err)
+		}
+		return nil
+	}
+	n := len(rows)
+	ids, spaces, tenants, actors := make([]pgtype.UUID, n), make([]pgtype.UUID, n), make([]pgtype.UUID, n), make([]pgtype.UUID, n)
+	titles, bodies := make([]string, n), make([]string, n)
+	versions, created := make([]int64, n), make([]time.Time, n)
+	for i, r := range rows {
+		ids[i], spaces[i], tenants[i], actors[i] = r.id, r.space, r.tenant, r.actor
+		titles[i], bodies[i], versions[i], created[i] = r.title, r.body, r.version, r.at
+	}
+	// One statement: the arrays cross the wire once and both tables are written from them.
+	if _, err := tx.Exec(ctx, `WITH u AS MATERIALIZED (
+			SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::bigint[], $7::uuid[], $8::timestamptz[])
+				AS u(id, space_id, tenant_id, title, body, version, actor, at)
+			WHERE NOT EXISTS (SELECT 1 FROM note_space_tombstones t WHERE t.space_id = u.space_id)),
+		n AS (INSERT INTO notes (id, space_id, tenant_id, title, body, version, created_by, updated_by, created_at, updated_at)
+			SELECT id, space_id, tenant_id, title, body, version, actor, actor, at, at FROM u)
+		INSERT INTO note_revisions (note_id, revision, space_id, tenant_id, title, body, edited_by, edited_at)
+		SELECT id, version, space_id, tenant_id, title, body, actor, at FROM u`,
+		ids, spaces, tenants, titles, bodies, versions, actors, created); err != nil {
+		return fmt.Errorf("insert notes and revisions: %w", err)
+	}
+	return nil
 }
 
 // NoteView is a note as the notes read model holds it. Body is empty in listings.
@@ -224,3 +283,6 @@ func (q *Queries) NoteRevisions(ctx context.Context, viewer, noteID uuid.UUID, c
 		func(v NoteRevisionView) int64 { return v.Revision })
 	return NoteRevisionPage{Items: items, NextCursor: next}, err
 }
+
+// pgUUID is id as pgx encodes it in binary.
+func pgUUID(id uuid.UUID) pgtype.UUID { return pgtype.UUID{Bytes: id, Valid: true} }

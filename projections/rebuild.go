@@ -4,9 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"strings"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -61,6 +59,10 @@ func (rt *Runtime) StartRebuild(ctx context.Context, name string) (eventstore.Po
 	}
 	if err != nil {
 		return target, fmt.Errorf("start rebuild of %s: %w", name, err)
+	}
+	select {
+	case rt.reconcile[name] <- struct{}{}:
+	default: // a wake-up is pending already
 	}
 	rt.signal.Notify(0)
 	return target, nil
@@ -130,6 +132,7 @@ func (rt *Runtime) startShadow(ctx context.Context, p *Projector, g generation, 
 				return fmt.Errorf("copy %s: %w", t, err)
 			}
 		}
+
 		if p.ShadowDDL != "" && g.version < p.Version { // copies of an older version's tables
 			if _, err := tx.Exec(ctx, "SET LOCAL search_path TO "+ident(schema)+", public"); err != nil {
 				return err
@@ -191,7 +194,10 @@ func markRebuilding(ctx context.Context, tx pgx.Tx, name string, target eventsto
 }
 
 // copyTable creates schema.table as an empty copy of public.table: columns, defaults, constraints,
-// indexes, the grants, row-level security and its policies.
+// indexes, the grants and the row-level security policies, but with row-level security not yet
+// enabled: the copy is filled with COPY, which row-level security refuses. Only roles that write the
+// table (the projectors') may use the schema meanwhile, and the swap enables row-level security as
+// the live table has it, in the transaction that makes the copy the live table.
 func copyTable(ctx context.Context, tx pgx.Tx, schema, table string) error {
 	src, dst := ident("public", table), ident(schema, table)
 	if _, err := tx.Exec(ctx, "CREATE TABLE "+dst+" (LIKE "+src+" INCLUDING ALL)"); err != nil {
@@ -210,34 +216,19 @@ func copyTable(ctx context.Context, tx pgx.Tx, schema, table string) error {
 	if err != nil {
 		return err
 	}
-	seen := map[string]bool{}
 	for _, g := range grants {
-		if !seen[g.Grantee] && g.Grantee != "PUBLIC" {
-			seen[g.Grantee] = true
+		if _, err := tx.Exec(ctx, "GRANT "+g.Privilege+" ON "+dst+" TO "+g.Grantee); err != nil {
+			return err
+		}
+		// The schema, only to roles that write the table (the projectors'), not to those that
+		// only read it: the copy has no row-level security until the swap.
+		if g.Privilege == "INSERT" && g.Grantee != "PUBLIC" {
 			if _, err := tx.Exec(ctx, "GRANT USAGE ON SCHEMA "+ident(schema)+" TO "+g.Grantee); err != nil {
 				return err
 			}
 		}
-		if _, err := tx.Exec(ctx, "GRANT "+g.Privilege+" ON "+dst+" TO "+g.Grantee); err != nil {
-			return err
-		}
 	}
-	// Row-level security and its policies.
-	var enabled, forced bool
-	if err := tx.QueryRow(ctx, `SELECT relrowsecurity, relforcerowsecurity FROM pg_class WHERE oid = $1::regclass`, src).
-		Scan(&enabled, &forced); err != nil {
-		return err
-	}
-	if enabled {
-		if _, err := tx.Exec(ctx, "ALTER TABLE "+dst+" ENABLE ROW LEVEL SECURITY"); err != nil {
-			return err
-		}
-	}
-	if forced {
-		if _, err := tx.Exec(ctx, "ALTER TABLE "+dst+" FORCE ROW LEVEL SECURITY"); err != nil {
-			return err
-		}
-	}
+	// The policies; row-level security itself is enabled at the swap (rowSecurityAsLive).
 	rows, err = tx.Query(ctx, policiesSQL+` WHERE pol.polrelid = $1::regclass`, src)
 	if err != nil {
 		return err
@@ -249,6 +240,27 @@ func copyTable(ctx context.Context, tx pgx.Tx, schema, table string) error {
 	for _, pol := range policies {
 		if _, err := tx.Exec(ctx, pol.sql(dst)); err != nil {
 			return fmt.Errorf("policy %s: %w", pol.Name, err)
+		}
+	}
+	return nil
+}
+
+// rowSecurityAsLive enables (and forces) row-level security on schema.table as on public.table.
+func rowSecurityAsLive(ctx context.Context, tx pgx.Tx, schema, table string) error {
+	var enabled, forced bool
+	if err := tx.QueryRow(ctx, `SELECT relrowsecurity, relforcerowsecurity FROM pg_class WHERE oid = $1::regclass`,
+		ident("public", table)).Scan(&enabled, &forced); err != nil {
+		return err
+	}
+	dst := ident(schema, table)
+	if enabled {
+		if _, err := tx.Exec(ctx, "ALTER TABLE "+dst+" ENABLE ROW LEVEL SECURITY"); err != nil {
+			return err
+		}
+	}
+	if forced {
+		if _, err := tx.Exec(ctx, "ALTER TABLE "+dst+" FORCE ROW LEVEL SECURITY"); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -446,6 +458,11 @@ func (rt *Runtime) swap(ctx context.Context, p *Projector) (bool, error) {
 			}
 			return err
 		}
+		for _, t := range p.Tables {
+			if err := rowSecurityAsLive(ctx, tx, rebuildSchema(p.Name), t); err != nil {
+				return err
+			}
+		}
 		live, retired, rebuilt := ident("public"), ident(retiredSchema(p.Name)), ident(rebuildSchema(p.Name))
 		stmts := []string{"DROP SCHEMA IF EXISTS " + retired + " CASCADE", "CREATE SCHEMA " + retired}
 		for _, t := range p.Tables {
@@ -503,98 +520,3 @@ func (rt *Runtime) swap(ctx context.Context, p *Projector) (bool, error) {
 	}
 	return swapped, nil
 }
-
-// bulkChunk is how many events a bulk catch-up reads and applies per transaction.
-const bulkChunk = 10000
-
-// bulkCatchUp brings a consumer group that starts far behind the log (a rebuild, a first build, a
-// projector that was stopped) up to date in chunks of bulkChunk events, one transaction each (the
-// chunk's writes and the group's checkpoint commit together), using the projector's Bulk for runs of
-// bulk events and its handlers for the others, until fewer than half a chunk is left; the watermill
-// consumer then goes on from the checkpoint, event by event. A failure rolls the chunk back and
-// returns the error; the caller then goes on event by event, where failures are retried and recorded
-// one event at a time.
-func (rt *Runtime) bulkCatchUp(ctx context.Context, p *Projector, group string, log *slog.Logger) error {
-	start, applied := time.Now(), 0
-	// A group that never ran has no checkpoint row yet: the start of the log.
-	if _, err := rt.pool.Exec(ctx, `INSERT INTO projection_offsets (consumer_group, offset_acked, last_processed_transaction_id)
-		VALUES ($1, 0, '0') ON CONFLICT DO NOTHING`, group); err != nil {
-		return fmt.Errorf("checkpoint: %w", err)
-	}
-	for ctx.Err() == nil {
-		var pos eventstore.Position
-		var xid string
-		err := rt.pool.QueryRow(ctx, `SELECT coalesce(offset_acked, 0), last_processed_transaction_id::text
-			FROM projection_offsets WHERE consumer_group = $1`, group).Scan(&pos.GlobalPosition, &xid)
-		if err != nil {
-			return fmt.Errorf("read checkpoint: %w", err)
-		}
-		fmt.Sscan(xid, &pos.TransactionID)
-		recs, err := rt.store.ReadLog(ctx, pos, bulkChunk)
-		if err != nil {
-			return err
-		}
-		if len(recs) < bulkChunk/2 {
-			if applied > 0 {
-				log.Info("bulk catch-up done", "events", applied, "elapsed", time.Since(start).Round(time.Millisecond))
-			}
-			return nil
-		}
-		err = pgx.BeginFunc(ctx, rt.pool, func(tx pgx.Tx) error {
-			// The checkpoint row, locked: no consumer of this group in any process is in a batch, and
-			// none starts one until this chunk commits; it must still be where it was read.
-			var now eventstore.Position
-			if err := tx.QueryRow(ctx, `SELECT coalesce(offset_acked, 0), last_processed_transaction_id::text
-				FROM projection_offsets WHERE consumer_group = $1 FOR UPDATE`, group).Scan(&now.GlobalPosition, &xid); err != nil {
-				return err
-			}
-			fmt.Sscan(xid, &now.TransactionID)
-			if now != pos {
-				return errMoved
-			}
-			if err := rt.enter(ctx, &consumer{p: p, group: group}, tx); err != nil {
-				return err
-			}
-			var run []eventstore.Record
-			flush := func() error {
-				if len(run) == 0 {
-					return nil
-				}
-				err := p.Bulk(ctx, tx, run)
-				run = run[:0]
-				return err
-			}
-			for _, r := range recs {
-				switch {
-				case p.BulkTypes[r.Name]:
-					run = append(run, r)
-				case p.Handlers[r.Name] != nil:
-					if err := flush(); err != nil {
-						return err
-					}
-					if err := callHandler(ctx, p.Handlers[r.Name], tx, r); err != nil {
-						return &handlerError{position: r.Position.GlobalPosition, eventType: r.Name, err: err}
-					}
-				}
-			}
-			if err := flush(); err != nil {
-				return err
-			}
-			last := recs[len(recs)-1].Position
-			_, err := tx.Exec(ctx, `UPDATE projection_offsets SET offset_acked = $2, last_processed_transaction_id = $3::text::xid8
-				WHERE consumer_group = $1`, group, last.GlobalPosition, fmt.Sprint(last.TransactionID))
-			return err
-		})
-		switch {
-		case errors.Is(err, errMoved):
-			continue // another process applied some: read again from where it is
-		case err != nil:
-			return err
-		}
-		applied += len(recs)
-	}
-	return nil
-}
-
-// errMoved: the checkpoint moved between reading it and locking it.
-var errMoved = errors.New("checkpoint moved")

@@ -219,9 +219,11 @@ func TestRebuildRestartsCleanly(t *testing.T) {
 	})
 }
 
-// A rebuild of notes catches up in bulk (COPY of runs of note.created events, handlers for the rest)
-// and ends with exactly the rows the event-by-event first build wrote: notes edited and deleted, a
-// space deleted, and notes created in that space after its deletion (which must never appear).
+// A rebuild of notes catches up in bulk and ends with exactly the rows of an event-by-event build,
+// both into a rebuild's copies (COPY, with the deleted spaces' notes left out in Go) and into live
+// tables under row-level security (a first build: INSERT over arrays): notes edited and deleted, a
+// space deleted and notes created in it afterwards (which must never appear), sealed notes of a
+// personal space, and events the projector does not handle, in more than one chunk.
 func TestBulkRebuildMatchesEventByEvent(t *testing.T) {
 	owner := pgtest.NewPool(t)
 	// The projectors' role, under row-level security, as in production.
@@ -237,47 +239,54 @@ func TestBulkRebuildMatchesEventByEvent(t *testing.T) {
 	signal := eventstore.NewSignal()
 	store := eventstore.New(owner, reg, eventstore.NewSubjectKeys(owner, time.Minute), eventstore.Options{Signal: signal})
 	ctx := context.Background()
-	actor := uuid.New()
-	spaces := []uuid.UUID{uuid.New(), uuid.New(), uuid.New()}
+	actor, person := uuid.New(), uuid.New()
+	spaces := []uuid.UUID{uuid.New(), uuid.New(), uuid.New(), uuid.New()} // the last one is the person's
 	var last eventstore.Position
-	appendOne := func(typ string, id uuid.UUID, version int64, e domain.Event) {
-		res, err := store.Append(ctx, eventstore.AppendRequest{
-			Streams:  []eventstore.StreamAppend{{StreamType: typ, StreamID: id, ExpectedVersion: version - 1, TenantID: &actor, Events: []domain.Event{e}}},
-			Metadata: eventstore.Metadata{ActorID: &actor},
-		})
+	var batch []eventstore.StreamAppend
+	flush := func() {
+		if len(batch) == 0 {
+			return
+		}
+		res, err := store.Append(ctx, eventstore.AppendRequest{Streams: batch, Metadata: eventstore.Metadata{ActorID: &actor}})
 		if err != nil {
 			t.Fatal(err)
 		}
-		last = res.Position
+		last, batch = res.Position, nil
 	}
-	now := time.Now().UTC()
+	appendOne := func(typ string, id uuid.UUID, version int64, e domain.Event) {
+		batch = append(batch, eventstore.StreamAppend{StreamType: typ, StreamID: id, ExpectedVersion: version - 1, TenantID: &actor, Events: []domain.Event{e}})
+		if len(batch) == 50 {
+			flush()
+		}
+	}
+	now := time.Now().UTC().Truncate(time.Microsecond)
 	var notes []uuid.UUID
-	for i := range 7000 {
+	for i := range 13000 {
 		if i == 4000 {
 			appendOne("space", spaces[2], 1, space.Deleted{SpaceID: spaces[2], Slug: "gone", DeletedAt: now})
 		}
+		if i%1000 == 500 {
+			id := uuid.New()
+			appendOne("space", id, 1, space.Created{SpaceID: id, OwnerUserID: &actor, Name: "other", Slug: fmt.Sprint("s", i), Visibility: "private", CreatedAt: now})
+		}
 		id := uuid.Must(uuid.NewV7())
 		notes = append(notes, id)
-		appendOne("note", id, 1, note.Created{NoteID: id, SpaceID: spaces[i%3], Title: fmt.Sprintf("n%d", i), Body: "body", CreatedAt: now})
+		sp := spaces[i%len(spaces)]
+		var subject *uuid.UUID
+		if sp == spaces[3] {
+			subject = &person
+		}
+		appendOne("note", id, 1, note.Created{NoteID: id, SpaceID: sp, SubjectID: subject, Title: fmt.Sprintf("n%d \"quoted\" ü", i), Body: "body\n", CreatedAt: now})
 		if i%500 == 7 {
+			flush() // the note edited must be in the log already
 			appendOne("note", notes[i-5], 2, note.Edited{NoteID: notes[i-5], Title: "edited", Body: "again", EditedAt: now})
 		}
 		if i%700 == 9 {
+			flush()
 			appendOne("note", notes[i-1], 2, note.Deleted{NoteID: notes[i-1], DeletedAt: now})
 		}
 	}
-	var logs bytes.Buffer
-	log := slog.New(slog.NewTextHandler(&syncWriter{w: &logs}, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	rt := projections.NewRuntime(pool, store, signal, log, projections.Options{Reconcile: 20 * time.Millisecond, Admin: owner}, projections.Notes())
-	runCtx, stop := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() { defer close(done); _ = rt.Run(runCtx) }()
-	defer func() { stop(); <-done }()
-	wctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	defer cancel()
-	if err := rt.WaitFor(wctx, last, projections.NotesProjector); err != nil {
-		t.Fatal(err)
-	}
+	flush()
 	dump := func() string {
 		var out string
 		if err := pool.QueryRow(ctx, `SELECT (SELECT string_agg(to_jsonb(n)::text, E'\n' ORDER BY id) FROM notes n) || E'\n--\n' ||
@@ -286,21 +295,60 @@ func TestBulkRebuildMatchesEventByEvent(t *testing.T) {
 		}
 		return out
 	}
+	run := func(opts projections.Options, p *projections.Projector) (*projections.Runtime, *bytes.Buffer, func()) {
+		var logs bytes.Buffer
+		log := slog.New(slog.NewTextHandler(&syncWriter{w: &logs}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+		opts.Reconcile, opts.Admin = 20*time.Millisecond, owner
+		rt := projections.NewRuntime(pool, store, signal, log, opts, p)
+		runCtx, stop := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { defer close(done); _ = rt.Run(runCtx) }()
+		return rt, &logs, func() { stop(); <-done }
+	}
+	wctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+	defer cancel()
+
+	// The reference: event by event.
+	rt, _, stop := run(projections.Options{EventByEvent: true}, projections.Notes())
+	if err := rt.WaitFor(wctx, last, projections.NotesProjector); err != nil {
+		t.Fatal(err)
+	}
+	stop()
 	want := dump()
+	var inDeleted, sealed int
+	if err := pool.QueryRow(ctx, `SELECT count(*) FILTER (WHERE space_id = $1), count(*) FILTER (WHERE space_id = $2) FROM notes`,
+		spaces[2], spaces[3]).Scan(&inDeleted, &sealed); err != nil || inDeleted != 0 || sealed == 0 {
+		t.Fatalf("%d notes of the deleted space, %d of the personal one (%v)", inDeleted, sealed, err)
+	}
+
+	check := func(name string, logs *bytes.Buffer) {
+		t.Helper()
+		if got := dump(); got != want {
+			t.Fatalf("%s: the bulk build differs from the event-by-event build (%d and %d bytes)", name, len(got), len(want))
+		}
+		if !strings.Contains(logs.String(), "bulk catch-up done") || strings.Contains(logs.String(), "bulk catch-up stopped") {
+			t.Fatalf("%s: did not catch up in bulk:\n%s", name, logs.String())
+		}
+	}
+	rt, logs, stop := run(projections.Options{}, projections.Notes())
 	if _, err := rt.StartRebuild(ctx, projections.NotesProjector); err != nil {
 		t.Fatal(err)
 	}
 	waitLive(t, rt, projections.NotesProjector)
-	if got := dump(); got != want {
-		t.Fatalf("the bulk rebuild differs from the event-by-event build (%d and %d bytes)", len(got), len(want))
+	stop()
+	check("rebuild", logs)
+
+	// A first build into the live tables, which have row-level security.
+	if _, err := owner.Exec(ctx, `TRUNCATE notes, note_revisions, note_space_tombstones;
+		DELETE FROM projection_offsets; DELETE FROM projector_status`); err != nil {
+		t.Fatal(err)
 	}
-	if !strings.Contains(logs.String(), "bulk catch-up done") {
-		t.Fatalf("the rebuild did not catch up in bulk:\n%s", logs.String())
+	rt, logs, stop = run(projections.Options{}, projections.Notes())
+	defer stop()
+	if err := rt.WaitFor(wctx, last, projections.NotesProjector); err != nil {
+		t.Fatal(err)
 	}
-	var inDeleted int
-	if err := pool.QueryRow(ctx, `SELECT count(*) FROM notes WHERE space_id = $1`, spaces[2]).Scan(&inDeleted); err != nil || inDeleted != 0 {
-		t.Fatalf("%d notes of the deleted space (%v)", inDeleted, err)
-	}
+	check("first build", logs)
 }
 
 // syncWriter serialises writes to w.

@@ -42,8 +42,10 @@ type Projector struct {
 	// Bulk, when set, applies a run of consecutive events whose current names are in BulkTypes in one
 	// call, with the same effect on the tables as their Handlers one by one (one INSERT over arrays,
 	// say). A consumer group that starts far behind the log (a rebuild) catches up with it in large
-	// chunks (bulkCatchUp).
-	Bulk      func(ctx context.Context, tx pgx.Tx, recs []eventstore.Record) error
+	// chunks (bulkCatchUp). canCopy says that none of the projector's tables has row-level security
+	// enabled, as a rebuild's copies until they are swapped in: COPY works (it refuses tables under
+	// row-level security), and it is the fastest way into a table.
+	Bulk      func(ctx context.Context, tx pgx.Tx, recs []eventstore.Record, canCopy bool) error
 	BulkTypes map[string]bool
 	// InPlaceRebuild empties the live tables and replays into them instead of building copies. For
 	// work queues that other components must see filling up (the search projector's), not for read
@@ -70,6 +72,9 @@ type Options struct {
 	// Reconcile is how often each projector checks which consumer groups it should run (a rebuild
 	// started by another process, a finished one); default 1 s.
 	Reconcile time.Duration
+	// EventByEvent turns bulk catch-up off: every group goes through the log one event at a time, as
+	// a reference for tests of the bulk paths.
+	EventByEvent bool
 }
 
 // Runtime runs projectors and answers questions about their progress.
@@ -81,6 +86,9 @@ type Runtime struct {
 	opts       Options
 	projectors map[string]*Projector
 	order      []string
+	// reconcile wakes a projector's supervisor before its next periodic check (a rebuild started in
+	// this process starts its consumer at once).
+	reconcile map[string]chan struct{}
 }
 
 // NewRuntime returns a runtime for the given projectors.
@@ -106,8 +114,10 @@ func NewRuntime(pool *pgxpool.Pool, store *eventstore.Store, signal *eventstore.
 	if opts.Reconcile <= 0 {
 		opts.Reconcile = time.Second
 	}
-	rt := &Runtime{pool: pool, store: store, signal: signal, log: log, opts: opts, projectors: map[string]*Projector{}}
+	rt := &Runtime{pool: pool, store: store, signal: signal, log: log, opts: opts, projectors: map[string]*Projector{},
+		reconcile: map[string]chan struct{}{}}
 	for _, p := range ps {
+		rt.reconcile[p.Name] = make(chan struct{}, 1)
 		rt.projectors[p.Name] = p
 		rt.order = append(rt.order, p.Name)
 	}
@@ -279,7 +289,11 @@ func (rt *Runtime) supervise(ctx context.Context, p *Projector) {
 				}()
 			}
 		}
-		sleep(ctx, rt.opts.Reconcile)
+		select {
+		case <-ctx.Done():
+		case <-rt.reconcile[p.Name]:
+		case <-time.After(rt.opts.Reconcile):
+		}
 	}
 }
 
@@ -287,7 +301,7 @@ func (rt *Runtime) supervise(ctx context.Context, p *Projector) {
 // failed handlers with backoff and stopping the projector after MaxAttempts failures on one event.
 func (rt *Runtime) runGroup(ctx context.Context, p *Projector, group string, log *slog.Logger) {
 	var seen atomic.Int64
-	bulk := p.Bulk != nil
+	bulk := p.Bulk != nil && !rt.opts.EventByEvent
 	for ctx.Err() == nil {
 		if rt.waitWhileFailed(ctx, p) != nil {
 			return

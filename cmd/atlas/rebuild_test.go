@@ -73,6 +73,11 @@ func TestRebuildResumesAfterInterruption(t *testing.T) {
 	if got := dump(t, app.ProjectorPool, "spaces"); got != want {
 		t.Fatalf("the live table changed during the rebuild:\n%s\nwant:\n%s", got, want)
 	}
+	// The copies are filled with COPY, so without row-level security until the swap: the API's role
+	// must not reach them at all.
+	if _, err := app.Pool.Exec(ctx, `SELECT 1 FROM rebuild_spaces.spaces LIMIT 1`); err == nil || !strings.Contains(err.Error(), "permission denied for schema") {
+		t.Fatalf("the API role reading the rebuild's copy: %v, want permission denied for the schema", err)
+	}
 
 	var out bytes.Buffer
 	if code := run([]string{"projections", "rebuild", "--quiet", "spaces"}, getenv, &out, io.Discard); code != 0 {
@@ -83,6 +88,11 @@ func TestRebuildResumesAfterInterruption(t *testing.T) {
 	}
 	if got := dump(t, app.ProjectorPool, "spaces"); got != want {
 		t.Fatalf("after the resumed rebuild:\n%s\nwant:\n%s", got, want)
+	}
+	var secured bool
+	if err := app.OwnerPool.QueryRow(ctx, `SELECT bool_and(relrowsecurity AND relforcerowsecurity) FROM pg_class
+		WHERE oid IN ('public.spaces'::regclass, 'public.space_members'::regclass)`).Scan(&secured); err != nil || !secured {
+		t.Fatalf("row-level security on the swapped-in tables: %v (%v)", secured, err)
 	}
 	// Every row-level security policy is as before: those of the swapped tables, and those of other
 	// tables that refer to them (users' refers to space_members).

@@ -1,0 +1,225 @@
+package projections
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/atlas-workspace/atlas/eventstore"
+)
+
+// bulkChunk is how many events a bulk catch-up reads and applies per transaction.
+const bulkChunk = 20000
+
+// bulkCatchUp brings a consumer group that starts far behind the log (a rebuild, a first build, a
+// projector that was stopped) up to date in chunks of bulkChunk events, one transaction each (the
+// chunk's writes and the group's checkpoint commit together), using the projector's Bulk for runs of
+// bulk events and its handlers for the others, until fewer than half a chunk is left; the watermill
+// consumer then goes on from the checkpoint, event by event. A failure rolls the chunk back and
+// returns the error; the caller then goes on event by event, where failures are retried and recorded
+// one event at a time.
+//
+// Reading and decoding the next chunk (CPU in this process) overlaps with writing the current one
+// (CPU in PostgreSQL): on two cores that is most of the difference. A chunk read ahead is exactly
+// what a read from the checkpoint after the current chunk would return, because the log is read only
+// below the oldest transaction in progress, where nothing can still appear.
+func (rt *Runtime) bulkCatchUp(ctx context.Context, p *Projector, group string, log *slog.Logger) error {
+	start, applied := time.Now(), 0
+	// A group that never ran has no checkpoint row yet: the start of the log.
+	if _, err := rt.pool.Exec(ctx, `INSERT INTO projection_offsets (consumer_group, offset_acked, last_processed_transaction_id)
+		VALUES ($1, 0, '0') ON CONFLICT DO NOTHING`, group); err != nil {
+		return fmt.Errorf("checkpoint: %w", err)
+	}
+	for ctx.Err() == nil {
+		var pos eventstore.Position
+		var xid string
+		err := rt.pool.QueryRow(ctx, `SELECT coalesce(offset_acked, 0), last_processed_transaction_id::text
+			FROM projection_offsets WHERE consumer_group = $1`, group).Scan(&pos.GlobalPosition, &xid)
+		if err != nil {
+			return fmt.Errorf("read checkpoint: %w", err)
+		}
+		fmt.Sscan(xid, &pos.TransactionID)
+		n, done, err := rt.bulkFrom(ctx, p, group, pos)
+		applied += n
+		switch {
+		case errors.Is(err, errMoved):
+			continue // another process applied some: read again from where it is
+		case err != nil:
+			return err
+		case done:
+			if applied > 0 {
+				log.Info("bulk catch-up done", "events", applied, "elapsed", time.Since(start).Round(time.Millisecond))
+				if err := rt.analyze(ctx, p, group); err != nil && ctx.Err() == nil {
+					log.Warn("analyze after the bulk catch-up", "error", err)
+				}
+			}
+			return nil
+		}
+	}
+	return ctx.Err()
+}
+
+// analyze updates the planner's statistics of the tables group writes (a rebuild's copies, or the
+// live tables). Tables filled in bulk have none, or stale ones, until autovacuum gets to them, and a
+// rebuild's copies would be swapped in without any: queries planned meanwhile may scan a whole table
+// where an index serves.
+func (rt *Runtime) analyze(ctx context.Context, p *Projector, group string) error {
+	if len(p.Tables) == 0 {
+		return nil
+	}
+	g, err := rt.generation(ctx, rt.pool, p.Name, false)
+	if err != nil {
+		return err
+	}
+	schema := "public"
+	switch {
+	case g.shadowGroup != nil && *g.shadowGroup == group:
+		schema = rebuildSchema(p.Name)
+	case g.liveGroup != group:
+		return nil // retired meanwhile
+	}
+	var tables []string
+	for _, t := range p.Tables {
+		tables = append(tables, ident(schema, t))
+	}
+	_, err = rt.opts.Admin.Exec(ctx, "ANALYZE "+strings.Join(tables, ", "))
+	return err
+}
+
+// readChunk is a chunk of the log read ahead: the events after position after, up to last, of which
+// events are those the projector handles, decoded, in log order.
+type readChunk struct {
+	after, last eventstore.Position
+	read        int // events read, handled or not
+	events      []eventstore.Record
+	err         error
+}
+
+// readChunkAfter reads up to bulkChunk events after position after and decodes those p handles; it
+// skips the others without decoding them.
+func (rt *Runtime) readChunkAfter(ctx context.Context, p *Projector, after eventstore.Position) readChunk {
+	raws, err := rt.store.ReadLogRaw(ctx, after, bulkChunk)
+	c := readChunk{after: after, read: len(raws), err: err}
+	if err != nil || len(raws) == 0 {
+		return c
+	}
+	c.last = raws[len(raws)-1].Position
+	c.events = make([]eventstore.Record, 0, len(raws))
+	for _, raw := range raws {
+		name := rt.store.Registry().CurrentName(raw.Type)
+		if p.Handlers[name] == nil && !p.BulkTypes[name] {
+			continue
+		}
+		rec, err := rt.store.Decode(raw)
+		if err != nil {
+			c.err = err
+			return c
+		}
+		c.events = append(c.events, rec)
+	}
+	return c
+}
+
+// bulkFrom applies chunks from pos on while a reader goroutine reads the next one, and returns how
+// many events it applied and whether the log is (nearly) caught up.
+func (rt *Runtime) bulkFrom(ctx context.Context, p *Projector, group string, pos eventstore.Position) (applied int, done bool, err error) {
+	rctx, cancel := context.WithCancel(ctx)
+	chunks := make(chan readChunk, 1)
+	var reader sync.WaitGroup
+	reader.Add(1)
+	go func() {
+		defer reader.Done()
+		defer close(chunks)
+		for after := pos; ; {
+			c := rt.readChunkAfter(rctx, p, after)
+			select {
+			case chunks <- c:
+			case <-rctx.Done():
+				return
+			}
+			if c.err != nil || c.read < bulkChunk/2 {
+				return
+			}
+			after = c.last
+		}
+	}()
+	defer func() { cancel(); reader.Wait() }()
+	for c := range chunks {
+		switch {
+		case c.err != nil:
+			return applied, false, c.err
+		case c.read < bulkChunk/2:
+			return applied, true, nil
+		}
+		if err := rt.applyChunk(ctx, p, group, c); err != nil {
+			return applied, false, err
+		}
+		applied += c.read
+	}
+	return applied, false, ctx.Err()
+}
+
+// applyChunk applies a chunk in one transaction with the group's checkpoint, which must still be
+// where the chunk starts (errMoved otherwise): consecutive bulk events together with Bulk, any other
+// event with its handler, in log order.
+func (rt *Runtime) applyChunk(ctx context.Context, p *Projector, group string, c readChunk) error {
+	return pgx.BeginFunc(ctx, rt.pool, func(tx pgx.Tx) error {
+		// The checkpoint row, locked: no consumer of this group in any process is in a batch, and
+		// none starts one until this chunk commits.
+		var now eventstore.Position
+		var xid string
+		if err := tx.QueryRow(ctx, `SELECT coalesce(offset_acked, 0), last_processed_transaction_id::text
+			FROM projection_offsets WHERE consumer_group = $1 FOR UPDATE`, group).Scan(&now.GlobalPosition, &xid); err != nil {
+			return err
+		}
+		fmt.Sscan(xid, &now.TransactionID)
+		if now != c.after {
+			return errMoved
+		}
+		if err := rt.enter(ctx, &consumer{p: p, group: group}, tx); err != nil {
+			return err
+		}
+		// The tables as the search path resolves them: a rebuild's copies, or the live ones.
+		var canCopy bool
+		if err := tx.QueryRow(ctx, `SELECT NOT EXISTS (SELECT 1 FROM pg_class
+			WHERE oid = ANY (SELECT to_regclass(t) FROM unnest($1::text[]) t) AND relrowsecurity)`, p.Tables).Scan(&canCopy); err != nil {
+			return err
+		}
+		var run []eventstore.Record
+		flush := func() error {
+			if len(run) == 0 {
+				return nil
+			}
+			err := p.Bulk(ctx, tx, run, canCopy)
+			run = run[:0]
+			return err
+		}
+		for _, e := range c.events {
+			if p.BulkTypes[e.Name] {
+				run = append(run, e)
+				continue
+			}
+			if err := flush(); err != nil {
+				return err
+			}
+			if err := callHandler(ctx, p.Handlers[e.Name], tx, e); err != nil {
+				return &handlerError{position: e.Position.GlobalPosition, eventType: e.Name, err: err}
+			}
+		}
+		if err := flush(); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `UPDATE projection_offsets SET offset_acked = $2, last_processed_transaction_id = $3::text::xid8
+			WHERE consumer_group = $1`, group, c.last.GlobalPosition, fmt.Sprint(c.last.TransactionID))
+		return err
+	})
+}
+
+// errMoved: the checkpoint moved between reading it and locking it.
+var errMoved = errors.New("checkpoint moved")
