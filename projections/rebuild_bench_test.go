@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strconv"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -52,6 +53,9 @@ func BenchmarkRebuild(b *testing.B) {
 	defer pool.Close()
 
 	// The log: n note.created.v1 events, written by SQL in chunks (the hash chain trigger runs per row).
+	// Note ids are UUIDv7s in log order, as the application creates them; ATLAS_BENCH_IDS=random
+	// makes them random (v4), which costs every B-tree insert a random leaf, COPY's as well.
+	randomIDs := os.Getenv("ATLAS_BENCH_IDS") == "random"
 	start := time.Now()
 	const chunk = 50_000
 	for from := 0; from < n; from += chunk {
@@ -62,11 +66,14 @@ func BenchmarkRebuild(b *testing.B) {
 				jsonb_build_object('note_id', id, 'space_id', space, 'title', 'Note ' || i,
 					'body', 'Meeting notes number ' || i || E'\n\n- decisions\n- actions', 'created_at', now()),
 				jsonb_build_object('actor_id', actor, 'tenant_id', tenant), tenant, now()
-			FROM (SELECT i, gen_random_uuid() AS id,
+			FROM (SELECT i, CASE WHEN $3 THEN gen_random_uuid()
+					-- A UUIDv7, as the application gives notes: a millisecond timestamp, then random bits.
+					ELSE (lpad(to_hex(1800000000000 + i), 12, '0') || '7' || substr(md5(i::text), 1, 3)
+						|| '8' || substr(md5(i::text), 4, 15))::uuid END AS id,
 					('00000000-0000-7000-8000-' || lpad((i % 1000)::text, 12, '0'))::uuid AS space,
 					'00000000-0000-7000-8000-aaaaaaaaaaaa'::uuid AS actor,
 					'00000000-0000-7000-8000-bbbbbbbbbbbb'::uuid AS tenant
-				FROM generate_series($1::int, $2::int - 1) i) g`, from, to); err != nil {
+				FROM generate_series($1::int, $2::int - 1) i) g`, from, to, randomIDs); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -79,7 +86,12 @@ func BenchmarkRebuild(b *testing.B) {
 	commands.RegisterEvents(reg)
 	signal := eventstore.NewSignal()
 	store := eventstore.New(pool, reg, eventstore.NewSubjectKeys(pool, time.Minute), eventstore.Options{Signal: signal})
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	// ATLAS_BENCH_LOG=1 shows the runtime's log (bulk catch-up, swap) with timestamps.
+	var logOut io.Writer = io.Discard
+	if os.Getenv("ATLAS_BENCH_LOG") != "" {
+		logOut = os.Stderr
+	}
+	log := slog.New(slog.NewTextHandler(logOut, nil))
 	rt := projections.NewRuntime(pool, store, signal, log, projections.Options{BatchSize: batch, Admin: owner}, projections.Notes())
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan struct{})
@@ -104,35 +116,40 @@ func BenchmarkRebuild(b *testing.B) {
 	var lat []time.Duration
 	readCtx, stopReading := context.WithCancel(ctx)
 	var readers sync.WaitGroup
-	readers.Add(1)
-	go func() {
-		defer readers.Done()
-		// A steady 200 queries/s: serving traffic, not a load test that starves the rebuild of CPU.
-		tick := time.NewTicker(5 * time.Millisecond)
-		defer tick.Stop()
-		for i := 0; readCtx.Err() == nil; i++ {
-			select {
-			case <-readCtx.Done():
-				return
-			case <-tick.C:
-			}
-			space := uuid.MustParse("00000000-0000-7000-8000-" + leftPad(strconv.Itoa(i%1000), 12))
-			t0 := time.Now()
-			rows, err := pool.Query(readCtx, `SELECT id, title, updated_at FROM notes WHERE space_id = $1 ORDER BY id LIMIT 50`, space)
-			if err == nil {
-				_, err = pgx.CollectRows(rows, pgx.RowToMap)
-			}
-			if err != nil {
-				if readCtx.Err() == nil {
-					b.Errorf("query during the rebuild: %v", err)
+	// A steady 200 queries/s: serving traffic, not a load test that starves the rebuild of CPU. Four
+	// readers of 50/s each, so that a slow query delays only its own reader's next one.
+	const readers4, perReader = 4, 20 * time.Millisecond
+	for r := range readers4 {
+		readers.Add(1)
+		go func() {
+			defer readers.Done()
+			tick := time.NewTicker(perReader)
+			defer tick.Stop()
+			for i := r; readCtx.Err() == nil; i += readers4 {
+				select {
+				case <-readCtx.Done():
+					return
+				case <-tick.C:
 				}
-				return
+				space := uuid.MustParse("00000000-0000-7000-8000-" + leftPad(strconv.Itoa(i%1000), 12))
+				t0 := time.Now()
+				rows, err := pool.Query(readCtx, `SELECT id, title, updated_at FROM notes WHERE space_id = $1 ORDER BY id LIMIT 50`, space)
+				if err == nil {
+					_, err = pgx.CollectRows(rows, pgx.RowToMap)
+				}
+				if err != nil {
+					if readCtx.Err() == nil {
+						b.Errorf("query during the rebuild: %v", err)
+					}
+					return
+				}
+				mu.Lock()
+				lat = append(lat, time.Since(t0))
+				mu.Unlock()
 			}
-			mu.Lock()
-			lat = append(lat, time.Since(t0))
-			mu.Unlock()
-		}
-	}()
+		}()
+	}
+	cpu0 := processCPU(b)
 	start = time.Now()
 	if _, err := rt.StartRebuild(ctx, projections.NotesProjector); err != nil {
 		b.Fatal(err)
@@ -148,6 +165,7 @@ func BenchmarkRebuild(b *testing.B) {
 		time.Sleep(100 * time.Millisecond) // polling a status for the measurement's end, not synchronising
 	}
 	rebuild := time.Since(start)
+	rebuildCPU := processCPU(b) - cpu0
 	stopReading()
 	readers.Wait()
 
@@ -181,8 +199,21 @@ func BenchmarkRebuild(b *testing.B) {
 	b.ReportMetric(100*rate(rebuild)/rate(copyTime), "rebuild-%-of-copy")
 	b.ReportMetric(float64(pct(0.50).Microseconds())/1000, "read-p50-ms")
 	b.ReportMetric(float64(pct(0.99).Microseconds())/1000, "read-p99-ms")
+	b.ReportMetric(float64(len(lat))/rebuild.Seconds(), "reads/s")
+	// This process's CPU time per event during the rebuild (the readers' share included): steadier
+	// than the rates on a shared machine, for comparing changes.
+	b.ReportMetric(float64(rebuildCPU.Microseconds())/float64(n), "go-cpu-µs/event")
 	b.Logf("%d events, batch %d: first build %s, rebuild %s (%d reads during it, p50 %s, p99 %s), COPY of the same rows %s",
 		n, batch, first.Round(time.Millisecond), rebuild.Round(time.Millisecond), len(lat), pct(0.5), pct(0.99), copyTime.Round(time.Millisecond))
+}
+
+// processCPU is the CPU time (user and system) this process has used.
+func processCPU(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // readAll reads every row of table, as the COPY baseline's input (read before timing).
