@@ -425,17 +425,13 @@ func (s *Store) ReadStreamAfter(ctx context.Context, streamID uuid.UUID, afterVe
 // transaction still in progress, so an event that commits late is not skipped by a reader that
 // continues from the last returned position.
 func (s *Store) ReadLog(ctx context.Context, after Position, limit int) ([]Record, error) {
-	raws, err := s.ReadLogRaw(ctx, after, limit)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]Record, len(raws))
-	for i := range raws {
-		if out[i], err = s.Decode(raws[i]); err != nil {
-			return nil, err
-		}
-	}
-	return out, nil
+	var out []Record
+	_, err := s.EachLogRaw(ctx, after, limit, func(r *RawRecord) error {
+		rec, err := s.Decode(r)
+		out = append(out, rec)
+		return err
+	})
+	return out, err
 }
 
 // RawRecord is an event as stored, its payload and metadata not decoded: what a reader that applies
@@ -449,33 +445,40 @@ type RawRecord struct {
 	Meta    []byte
 }
 
-// ReadLogRaw is ReadLog without decoding: the same events, in the same order, under the same rule.
-func (s *Store) ReadLogRaw(ctx context.Context, after Position, limit int) ([]RawRecord, error) {
+// EachLogRaw calls fn with each of up to limit events after position after, undecoded, in ReadLog's
+// order and under its rule, and returns how many it read. Data and Meta are only valid during the
+// call: decode (Decode) or copy what is kept. Nothing is allocated per event for them.
+func (s *Store) EachLogRaw(ctx context.Context, after Position, limit int, fn func(*RawRecord) error) (int, error) {
 	rows, err := s.pool.Query(ctx, `SELECT `+recordColumns+` FROM events
 		WHERE (transaction_id, global_position) > ($1::text::xid8, $2::bigint)
 		  AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
 		ORDER BY events.transaction_id, global_position LIMIT $3`,
 		fmt.Sprint(after.TransactionID), after.GlobalPosition, limit)
 	if err != nil {
-		return nil, fmt.Errorf("read log: %w", err)
+		return 0, fmt.Errorf("read log: %w", err)
 	}
 	defer rows.Close()
-	var out []RawRecord
+	n := 0
+	var r RawRecord
 	for rows.Next() {
-		r, err := scanRaw(rows)
-		if err != nil {
-			return nil, err
+		var data, meta pgtype.DriverBytes
+		if err := scanRawInto(rows, &r, &data, &meta); err != nil {
+			return n, err
 		}
-		out = append(out, r)
+		r.Data, r.Meta = data, meta
+		n++
+		if err := fn(&r); err != nil {
+			return n, err
+		}
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("read log: %w", err)
+		return n, fmt.Errorf("read log: %w", err)
 	}
-	return out, nil
+	return n, nil
 }
 
 // Decode decodes a raw record's payload (upcast, personal data opened) and metadata.
-func (s *Store) Decode(r RawRecord) (Record, error) {
+func (s *Store) Decode(r *RawRecord) (Record, error) {
 	rec := r.Record
 	return rec, s.DecodeRecord(&rec, r.Type, r.Version, r.Data, r.Meta)
 }
@@ -515,25 +518,28 @@ func (s *Store) scanRecord(row pgx.Row) (Record, error) {
 	if err != nil {
 		return r.Record, err
 	}
-	return s.Decode(r)
+	return s.Decode(&r)
 }
 
 // scanRaw reads a row of recordColumns.
 func scanRaw(row pgx.Row) (RawRecord, error) {
-	var (
-		r   RawRecord
-		xid string
-	)
+	var r RawRecord
+	return r, scanRawInto(row, &r, &r.Data, &r.Meta)
+}
+
+// scanRawInto reads a row of recordColumns into r, its payload and metadata into data and meta.
+func scanRawInto(row pgx.Row, r *RawRecord, data, meta any) error {
+	var xid string
 	if err := row.Scan(&r.Position.GlobalPosition, &xid, &r.StreamType, &r.StreamID, &r.StreamVersion,
-		&r.EventID, &r.Type, &r.Version, &r.Data, &r.Meta, &r.TenantID, &r.RecordedAt); err != nil {
-		return r, fmt.Errorf("scan event: %w", err)
+		&r.EventID, &r.Type, &r.Version, data, meta, &r.TenantID, &r.RecordedAt); err != nil {
+		return fmt.Errorf("scan event: %w", err)
 	}
 	r.StoredName = r.Type + ".v" + strconv.Itoa(r.Version)
 	var err error
 	if r.Position.TransactionID, err = strconv.ParseUint(xid, 10, 64); err != nil {
-		return r, fmt.Errorf("scan event: transaction id %q: %w", xid, err)
+		return fmt.Errorf("scan event: transaction id %q: %w", xid, err)
 	}
-	return r, nil
+	return nil
 }
 
 // DecodeRecord fills r's name, payload and metadata from a stored row's columns.

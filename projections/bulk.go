@@ -104,25 +104,21 @@ type readChunk struct {
 // readChunkAfter reads up to bulkChunk events after position after and decodes those p handles; it
 // skips the others without decoding them.
 func (rt *Runtime) readChunkAfter(ctx context.Context, p *Projector, after eventstore.Position) readChunk {
-	raws, err := rt.store.ReadLogRaw(ctx, after, bulkChunk)
-	c := readChunk{after: after, read: len(raws), err: err}
-	if err != nil || len(raws) == 0 {
-		return c
-	}
-	c.last = raws[len(raws)-1].Position
-	c.events = make([]eventstore.Record, 0, len(raws))
-	for _, raw := range raws {
-		name := rt.store.Registry().CurrentName(raw.Type)
+	c := readChunk{after: after}
+	reg := rt.store.Registry()
+	c.read, c.err = rt.store.EachLogRaw(ctx, after, bulkChunk, func(raw *eventstore.RawRecord) error {
+		c.last = raw.Position
+		name := reg.CurrentName(raw.Type)
 		if p.Handlers[name] == nil && !p.BulkTypes[name] {
-			continue
+			return nil
 		}
 		rec, err := rt.store.Decode(raw)
 		if err != nil {
-			c.err = err
-			return c
+			return err
 		}
 		c.events = append(c.events, rec)
-	}
+		return nil
+	})
 	return c
 }
 
