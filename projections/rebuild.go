@@ -508,6 +508,12 @@ func (rt *Runtime) swap(ctx context.Context, p *Projector) (bool, error) {
 		swapped = true
 		return nil
 	})
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "55P03" {
+		// Any of its locks, not only the tables': a checkpoint row held by a consumer's batch for
+		// longer than the lock timeout, say. Busy: try later.
+		err = errBusy
+	}
 	if errors.Is(err, errGenerationChanged) || errors.Is(err, errBusy) {
 		return false, nil // swapped (or restarted) by another process meanwhile, or busy: try later
 	}
