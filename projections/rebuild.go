@@ -133,6 +133,12 @@ func (rt *Runtime) startShadow(ctx context.Context, p *Projector, g generation, 
 			}
 		}
 
+		// A swap must enable the copies' row-level security. A process of an earlier release, whose
+		// swap does not, fails on this table (its swap drops the emptied schema without CASCADE, and
+		// rolls back) and so leaves the swap to a process of this release.
+		if _, err := tx.Exec(ctx, "CREATE TABLE "+ident(schema, rowSecurityMarker)+" ()"); err != nil {
+			return err
+		}
 		if p.ShadowDDL != "" && g.version < p.Version { // copies of an older version's tables
 			if _, err := tx.Exec(ctx, "SET LOCAL search_path TO "+ident(schema)+", public"); err != nil {
 				return err
@@ -244,6 +250,10 @@ func copyTable(ctx context.Context, tx pgx.Tx, schema, table string) error {
 	}
 	return nil
 }
+
+// rowSecurityMarker is a table in a rebuild's schema that only a swap enabling the copies' row-level
+// security removes (see startShadow).
+const rowSecurityMarker = "swap_enables_row_security"
 
 // rowSecurityAsLive enables (and forces) row-level security on schema.table as on public.table.
 func rowSecurityAsLive(ctx context.Context, tx pgx.Tx, schema, table string) error {
@@ -462,6 +472,9 @@ func (rt *Runtime) swap(ctx context.Context, p *Projector) (bool, error) {
 			if err := rowSecurityAsLive(ctx, tx, rebuildSchema(p.Name), t); err != nil {
 				return err
 			}
+		}
+		if _, err := tx.Exec(ctx, "DROP TABLE IF EXISTS "+ident(rebuildSchema(p.Name), rowSecurityMarker)); err != nil {
+			return err
 		}
 		live, retired, rebuilt := ident("public"), ident(retiredSchema(p.Name)), ident(rebuildSchema(p.Name))
 		stmts := []string{"DROP SCHEMA IF EXISTS " + retired + " CASCADE", "CREATE SCHEMA " + retired}

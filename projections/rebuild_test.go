@@ -89,6 +89,21 @@ func TestBlueGreenRebuildKeepsServing(t *testing.T) {
 	if !e.schemaExists(t, "rebuild_counter") {
 		t.Fatal("no copies were made")
 	}
+	// The copies get row-level security at the swap. A swap of an earlier release, which would not
+	// enable it, ends by dropping the emptied rebuild schema without CASCADE: the marker table left in
+	// that schema makes it fail (and roll back).
+	tx, err := e.pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, `CREATE SCHEMA elsewhere; ALTER TABLE rebuild_counter.applied SET SCHEMA elsewhere`); err != nil {
+		t.Fatal(err)
+	}
+	_, err = tx.Exec(ctx, `DROP SCHEMA rebuild_counter`)
+	_ = tx.Rollback(ctx)
+	if err == nil {
+		t.Fatal("the rebuild schema could be dropped once the copies were moved out: an earlier release could swap them in")
+	}
 	// The live consumer keeps following the log during the rebuild.
 	pos = e.appendCounts(t, 301, 320)
 	if err := rt.WaitFor(wctx, pos, "counter"); err != nil {
