@@ -349,29 +349,8 @@ func inSpace[T any](ctx context.Context, q *Queries, viewer, spaceID uuid.UUID, 
 	if err != nil {
 		return nil, nil, err
 	}
-	items := []T{}
-	err = q.tenantTx(ctx, viewer, func(tx pgx.Tx) error {
-		var ok bool
-		if err := tx.QueryRow(ctx, `SELECT `+readableSpace("$1"), spaceID, viewer, Anyone).Scan(&ok); err != nil {
-			return fmt.Errorf("check space permission: %w", err)
-		}
-		if !ok {
-			return domain.Errorf(domain.CodeNotFound, "space not found")
-		}
-		rows, err := tx.Query(ctx, listSQL, append([]any{spaceID, after, limit + 1}, extra...)...)
-		if err != nil {
-			return fmt.Errorf("list %s: %w", what, err)
-		}
-		defer rows.Close()
-		for rows.Next() {
-			v, err := scan(rows)
-			if err != nil {
-				return err
-			}
-			items = append(items, v)
-		}
-		return rows.Err()
-	})
+	items, err := pageUnder(ctx, q, viewer, `SELECT `+readableSpace("$1"), spaceID, "space", "list "+what,
+		listSQL, append([]any{spaceID, after, limit + 1}, extra...), scan)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -393,18 +372,32 @@ func numberedChildren[T any](ctx context.Context, q *Queries, viewer, parent uui
 			return nil, nil, domain.Errorf(domain.CodeBadRequest, "cursor %q is not valid", cursor)
 		}
 	}
+	items, err := pageUnder(ctx, q, viewer, parentSQL, parent, what, "list the children of a "+what,
+		listSQL, []any{parent, after, limit + 1}, scan)
+	if err != nil {
+		return nil, nil, err
+	}
+	items, next := trimPage(items, limit, func(v T) string { return strconv.FormatInt(number(v), 10) })
+	return items, next, nil
+}
+
+// pageUnder reads, in viewer's tenant transaction, the rows of listSQL (with listArgs) under a parent
+// that viewer may read: checkSQL answers that as one boolean ($1 the parent, $2 viewer, $3 Anyone),
+// and false is CodeNotFound, "<parentKind> not found". doing names the listing in errors.
+func pageUnder[T any](ctx context.Context, q *Queries, viewer uuid.UUID, checkSQL string, parent uuid.UUID,
+	parentKind, doing, listSQL string, listArgs []any, scan func(pgx.Row) (T, error)) ([]T, error) {
 	items := []T{}
 	err := q.tenantTx(ctx, viewer, func(tx pgx.Tx) error {
 		var ok bool
-		if err := tx.QueryRow(ctx, parentSQL, parent, viewer, Anyone).Scan(&ok); err != nil {
-			return fmt.Errorf("check %s permission: %w", what, err)
+		if err := tx.QueryRow(ctx, checkSQL, parent, viewer, Anyone).Scan(&ok); err != nil {
+			return fmt.Errorf("check %s permission: %w", parentKind, err)
 		}
 		if !ok {
-			return domain.Errorf(domain.CodeNotFound, "%s not found", what)
+			return domain.Errorf(domain.CodeNotFound, "%s not found", parentKind)
 		}
-		rows, err := tx.Query(ctx, listSQL, parent, after, limit+1)
+		rows, err := tx.Query(ctx, listSQL, listArgs...)
 		if err != nil {
-			return fmt.Errorf("list the children of a %s: %w", what, err)
+			return fmt.Errorf("%s: %w", doing, err)
 		}
 		defer rows.Close()
 		for rows.Next() {
@@ -416,11 +409,7 @@ func numberedChildren[T any](ctx context.Context, q *Queries, viewer, parent uui
 		}
 		return rows.Err()
 	})
-	if err != nil {
-		return nil, nil, err
-	}
-	items, next := trimPage(items, limit, func(v T) string { return strconv.FormatInt(number(v), 10) })
-	return items, next, nil
+	return items, err
 }
 
 // prefixed qualifies each column of a comma-separated list with prefix.

@@ -79,7 +79,7 @@ func auditCmd(ctx context.Context, cfg Config, args []string, stdout, stderr io.
 			return usageError(fmt.Sprintf("audit %s: unknown argument %q", args[0], a))
 		}
 	}
-	quiet := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	quiet := warnLogger(stderr)
 	c, err := openCore(ctx, cfg, quiet)
 	if err != nil {
 		return err
@@ -158,7 +158,7 @@ func adminCmd(ctx context.Context, cfg Config, args []string, stdout, stderr io.
 	case args[0] != "grant" && args[0] != "revoke" && args[0] != "roles":
 		return usageError(fmt.Sprintf("admin: unknown subcommand %q", args[0]))
 	}
-	quiet := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	quiet := warnLogger(stderr)
 	c, err := openCore(ctx, cfg, quiet)
 	if err != nil {
 		return err

@@ -139,7 +139,7 @@ func projectionsCmd(ctx context.Context, cfg Config, args []string, stdout, stde
 	if len(args) == 0 {
 		return usageError("projections: status or rebuild NAME")
 	}
-	quiet := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	quiet := warnLogger(stderr)
 	app, err := Open(ctx, cfg, quiet)
 	if err != nil {
 		return err
@@ -292,18 +292,32 @@ func deref(p *int64) any {
 // searchCmd runs `atlas search reindex [--quiet]`: it rebuilds the search projector from the log
 // (every live document becomes a work item again; deleted ones are removed from the index) and then
 // indexes until no work item is left, with progress.
+// warnLogger is the log of a one-off command: warnings and errors, as JSON, to stderr.
+func warnLogger(stderr io.Writer) *slog.Logger {
+	return slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
+// quietFlag reads the arguments of a command whose only flag is --quiet.
+func quietFlag(cmd string, args []string) (bool, error) {
+	quiet := false
+	for _, a := range args {
+		if a != "--quiet" && a != "-quiet" {
+			return false, usageError(fmt.Sprintf("%s: unknown argument %q", cmd, a))
+		}
+		quiet = true
+	}
+	return quiet, nil
+}
+
 func searchCmd(ctx context.Context, cfg Config, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || args[0] != "reindex" {
 		return usageError("search: reindex [--quiet]")
 	}
-	quiet := false
-	for _, a := range args[1:] {
-		if a != "--quiet" && a != "-quiet" {
-			return usageError(fmt.Sprintf("search reindex: unknown argument %q", a))
-		}
-		quiet = true
+	quiet, err := quietFlag("search reindex", args[1:])
+	if err != nil {
+		return err
 	}
-	logger := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	logger := warnLogger(stderr)
 	app, err := Open(ctx, cfg, logger)
 	if err != nil {
 		return err

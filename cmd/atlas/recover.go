@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"log/slog"
 	"time"
 
 	"github.com/schollz/progressbar/v3"
@@ -27,14 +26,11 @@ const clogSegment = 1 << 20
 //     checkpoint is used again;
 //  4. it rebuilds the search index from the log.
 func recoverCmd(ctx context.Context, cfg Config, args []string, stdout, stderr io.Writer) error {
-	quiet := false
-	for _, a := range args {
-		if a != "--quiet" && a != "-quiet" {
-			return usageError(fmt.Sprintf("recover: unknown argument %q", a))
-		}
-		quiet = true
+	quiet, err := quietFlag("recover", args)
+	if err != nil {
+		return err
 	}
-	logger := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	logger := warnLogger(stderr)
 	app, err := Open(ctx, cfg, logger)
 	if err != nil {
 		return err

@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"strings"
 	"time"
 
@@ -93,7 +92,7 @@ func replayCmd(ctx context.Context, cfg Config, args []string, stdout, stderr io
 			return usageError(fmt.Sprintf("replay: --at %q is not an RFC 3339 time such as 2026-01-02T15:04:05Z", *atFlag))
 		}
 	}
-	quiet := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	quiet := warnLogger(stderr)
 	c, err := openCore(ctx, cfg, quiet)
 	if err != nil {
 		return err
