@@ -21,6 +21,7 @@ type Upcaster func(data json.RawMessage) (json.RawMessage, error)
 type Registry struct {
 	types     map[string]codec    // full name -> codec, for the current version of each type
 	current   map[string]int      // type -> current schema version
+	names     map[string]string   // type -> current full name
 	upcasters map[string]Upcaster // full name of the older version -> lifts it by one version
 }
 
@@ -37,7 +38,7 @@ type Cipher interface {
 
 // NewRegistry returns an empty registry.
 func NewRegistry() *Registry {
-	return &Registry{types: map[string]codec{}, current: map[string]int{}, upcasters: map[string]Upcaster{}}
+	return &Registry{types: map[string]codec{}, current: map[string]int{}, names: map[string]string{}, upcasters: map[string]Upcaster{}}
 }
 
 // SplitName splits "space.created.v1" into ("space.created", 1).
@@ -69,6 +70,7 @@ func Register[T domain.Event](r *Registry) {
 		panic(fmt.Sprintf("eventstore: %s registered after version %d", name, cur))
 	}
 	r.current[typ] = version
+	r.names[typ] = name
 	r.types[name] = codec{
 		decode: func(data []byte, keys Cipher) (domain.Event, error) {
 			var v T
@@ -174,17 +176,13 @@ func (r *Registry) Decode(typ string, version int, data []byte, keys Cipher) (do
 			return nil, fmt.Errorf("upcast %s: %w", name, err)
 		}
 	}
-	return r.types[fmt.Sprintf("%s.v%d", typ, cur)].decode(data, keys)
+	return r.types[r.names[typ]].decode(data, keys)
 }
 
 // CurrentName returns the current full name of a stored event type ("space.created" → "space.created.v1"),
 // or "" when the type is unknown.
 func (r *Registry) CurrentName(typ string) string {
-	v, ok := r.current[typ]
-	if !ok {
-		return ""
-	}
-	return typ + ".v" + strconv.Itoa(v)
+	return r.names[typ]
 }
 
 // NameOf returns the stored type of a delivered message, for handler lookup before decoding.

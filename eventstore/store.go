@@ -460,9 +460,10 @@ func (s *Store) EachLogRaw(ctx context.Context, after Position, limit int, fn fu
 	defer rows.Close()
 	n := 0
 	var r RawRecord
+	var names typeNames
 	for rows.Next() {
 		var data, meta pgtype.DriverBytes
-		if err := scanRawInto(rows, &r, &data, &meta); err != nil {
+		if err := scanRawInto(rows, &r, &data, &meta, &names); err != nil {
 			return n, err
 		}
 		r.Data, r.Meta = data, meta
@@ -480,7 +481,7 @@ func (s *Store) EachLogRaw(ctx context.Context, after Position, limit int, fn fu
 // Decode decodes a raw record's payload (upcast, personal data opened) and metadata.
 func (s *Store) Decode(r *RawRecord) (Record, error) {
 	rec := r.Record
-	return rec, s.DecodeRecord(&rec, r.Type, r.Version, r.Data, r.Meta)
+	return rec, s.decode(&rec, r.Type, r.Version, r.Data, r.Meta)
 }
 
 // Head returns the position of the last event that subscribers can currently read.
@@ -524,27 +525,81 @@ func (s *Store) scanRecord(row pgx.Row) (Record, error) {
 // scanRaw reads a row of recordColumns.
 func scanRaw(row pgx.Row) (RawRecord, error) {
 	var r RawRecord
-	return r, scanRawInto(row, &r, &r.Data, &r.Meta)
+	return r, scanRawInto(row, &r, &r.Data, &r.Meta, nil)
 }
 
 // scanRawInto reads a row of recordColumns into r, its payload and metadata into data and meta.
-func scanRawInto(row pgx.Row, r *RawRecord, data, meta any) error {
-	var xid string
-	if err := row.Scan(&r.Position.GlobalPosition, &xid, &r.StreamType, &r.StreamID, &r.StreamVersion,
-		&r.EventID, &r.Type, &r.Version, data, meta, &r.TenantID, &r.RecordedAt); err != nil {
+// With names, the type names are interned there (a long read then does not allocate them per event).
+func scanRawInto(row pgx.Row, r *RawRecord, data, meta any, names *typeNames) error {
+	var xid, streamType, eventType pgtype.DriverBytes
+	// pgtype.UUID, not uuid.UUID: pgx scans the latter (an sql.Scanner) through its text form.
+	var streamID, eventID, tenantID pgtype.UUID
+	if err := row.Scan(&r.Position.GlobalPosition, &xid, &streamType, &streamID, &r.StreamVersion,
+		&eventID, &eventType, &r.Version, data, meta, &tenantID, &r.RecordedAt); err != nil {
 		return fmt.Errorf("scan event: %w", err)
 	}
-	r.StoredName = r.Type + ".v" + strconv.Itoa(r.Version)
+	r.StreamID, r.EventID, r.TenantID = streamID.Bytes, eventID.Bytes, nil
+	if tenantID.Valid {
+		t := uuid.UUID(tenantID.Bytes)
+		r.TenantID = &t
+	}
+	if names == nil {
+		names = &typeNames{}
+	}
+	r.StreamType, r.Type = names.intern(streamType), names.intern(eventType)
+	r.StoredName = names.stored(r.Type, r.Version)
 	var err error
-	if r.Position.TransactionID, err = strconv.ParseUint(xid, 10, 64); err != nil {
+	if r.Position.TransactionID, err = strconv.ParseUint(string(xid), 10, 64); err != nil {
 		return fmt.Errorf("scan event: transaction id %q: %w", xid, err)
 	}
 	return nil
 }
 
+// typeNames interns the few distinct stream types, event types and stored names of a read.
+type typeNames struct {
+	names    map[string]string
+	versions map[typeVersion]string
+}
+
+type typeVersion struct {
+	typ string
+	ver int
+}
+
+func (n *typeNames) intern(b []byte) string {
+	if s, ok := n.names[string(b)]; ok {
+		return s
+	}
+	if n.names == nil {
+		n.names = map[string]string{}
+	}
+	s := string(b)
+	n.names[s] = s
+	return s
+}
+
+// stored is the name an event of type typ and schema version ver is stored under ("note.created.v1").
+func (n *typeNames) stored(typ string, ver int) string {
+	k := typeVersion{typ, ver}
+	if s, ok := n.versions[k]; ok {
+		return s
+	}
+	if n.versions == nil {
+		n.versions = map[typeVersion]string{}
+	}
+	s := typ + ".v" + strconv.Itoa(ver)
+	n.versions[k] = s
+	return s
+}
+
 // DecodeRecord fills r's name, payload and metadata from a stored row's columns.
 func (s *Store) DecodeRecord(r *Record, typ string, ver int, data, meta []byte) error {
 	r.StoredName = typ + ".v" + strconv.Itoa(ver)
+	return s.decode(r, typ, ver, data, meta)
+}
+
+// decode is DecodeRecord without setting the stored name (a scanned row has it).
+func (s *Store) decode(r *Record, typ string, ver int, data, meta []byte) error {
 	e, err := s.registry.Decode(typ, ver, data, s.keys)
 	if err != nil {
 		return fmt.Errorf("event %d: %w", r.Position.GlobalPosition, err)

@@ -134,23 +134,35 @@ func bulkNotesCreated(ctx context.Context, tx pgx.Tx, recs []eventstore.Record, 
 			}
 			rows = kept
 		}
-		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"notes"},
-			[]string{"id", "space_id", "tenant_id", "title", "body", "version", "created_by", "updated_by", "created_at", "updated_at"},
-			pgx.CopyFromSlice(len(rows), func(i int) ([]any, error) {
-				r := rows[i]
-				return []any{r.id, r.space, r.tenant, r.title, r.body, r.version, r.actor, r.actor, r.at, r.at}, nil
-			})); err != nil {
-			return fmt.Errorf("copy notes: %w", err)
+		notes, revisions := newCopyRows(10, 160*len(rows)), newCopyRows(8, 140*len(rows))
+		for _, r := range rows {
+			notes.row()
+			notes.uuid(r.id)
+			notes.uuid(r.space)
+			notes.uuid(r.tenant)
+			notes.text(r.title)
+			notes.text(r.body)
+			notes.int8(r.version)
+			notes.uuid(r.actor)
+			notes.uuid(r.actor)
+			notes.timestamptz(r.at)
+			notes.timestamptz(r.at)
+			revisions.row()
+			revisions.uuid(r.id)
+			revisions.int8(r.version)
+			revisions.uuid(r.space)
+			revisions.uuid(r.tenant)
+			revisions.text(r.title)
+			revisions.text(r.body)
+			revisions.uuid(r.actor)
+			revisions.timestamptz(r.at)
 		}
-		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"note_revisions"},
-			[]string{"note_id", "revision", "space_id", "tenant_id", "title", "body", "edited_by", "edited_at"},
-			pgx.CopyFromSlice(len(rows), func(i int) ([]any, error) {
-				r := rows[i]
-				return []any{r.id, r.version, r.space, r.tenant, r.title, r.body, r.actor, r.at}, nil
-			})); err != nil {
-			return fmt.Errorf("copy note revisions: %w", err)
+		if err := notes.copyInto(ctx, tx, "notes",
+			[]string{"id", "space_id", "tenant_id", "title", "body", "version", "created_by", "updated_by", "created_at", "updated_at"}); err != nil {
+			return err
 		}
-		return nil
+		return revisions.copyInto(ctx, tx, "note_revisions",
+			[]string{"note_id", "revision", "space_id", "tenant_id", "title", "body", "edited_by", "edited_at"})
 	}
 	n := len(rows)
 	ids, spaces, tenants, actors := make([]pgtype.UUID, n), make([]pgtype.UUID, n), make([]pgtype.UUID, n), make([]pgtype.UUID, n)
