@@ -47,6 +47,11 @@ func TestBackupAndRestore(t *testing.T) {
 		res := s.do("GET", "/api/v1/search?q=quokka&mode=keyword", token, nil, "X-Consistency-Token", pos)
 		return res.status == 200 && strings.Contains(string(res.body), noteID)
 	})
+	// The file's index state is part of what is compared: indexed before, as after the restore's reindexing.
+	waitFor(t, 30*time.Second, "the file is indexed", func() bool {
+		res := s.do("GET", "/api/v1/files/"+fileID, token, nil, "X-Consistency-Token", pos)
+		return res.status == 200 && strings.Contains(string(res.body), `"index_state":{"state":"indexed"}`)
+	})
 	before := map[string]string{}
 	for _, p := range []string{"/api/v1/spaces/" + spaceID, "/api/v1/notes/" + noteID, "/api/v1/files/" + fileID, "/api/v1/spaces/" + spaceID + "/notes"} {
 		res := s.do("GET", p, token, nil, "X-Consistency-Token", pos)
