@@ -45,7 +45,7 @@ func (rt *Runtime) bulkCatchUp(ctx context.Context, p *Projector, group string, 
 			return fmt.Errorf("read checkpoint: %w", err)
 		}
 		fmt.Sscan(xid, &pos.TransactionID)
-		n, done, err := rt.bulkFrom(ctx, p, group, pos)
+		n, done, err := rt.bulkFrom(ctx, p, group, pos, log)
 		applied += n
 		switch {
 		case errors.Is(err, errMoved):
@@ -55,6 +55,9 @@ func (rt *Runtime) bulkCatchUp(ctx context.Context, p *Projector, group string, 
 		case done:
 			if applied > 0 {
 				log.Info("bulk catch-up done", "events", applied, "elapsed", time.Since(start).Round(time.Millisecond))
+				if err := rt.buildLateIndexes(ctx, p, group, log, "the bulk catch-up is done"); err != nil {
+					return err
+				}
 				if err := rt.analyze(ctx, p, group); err != nil && ctx.Err() == nil {
 					log.Warn("analyze after the bulk catch-up", "error", err)
 				}
@@ -98,6 +101,7 @@ type readChunk struct {
 	after, last eventstore.Position
 	read        int // events read, handled or not
 	events      []eventstore.Record
+	indexed     bool // holds an event of the projector's IndexedTypes
 	err         error
 }
 
@@ -117,6 +121,7 @@ func (rt *Runtime) readChunkAfter(ctx context.Context, p *Projector, after event
 			return err
 		}
 		c.events = append(c.events, rec)
+		c.indexed = c.indexed || p.IndexedTypes[name]
 		return nil
 	})
 	return c
@@ -124,7 +129,7 @@ func (rt *Runtime) readChunkAfter(ctx context.Context, p *Projector, after event
 
 // bulkFrom applies chunks from pos on while a reader goroutine reads the next one, and returns how
 // many events it applied and whether the log is (nearly) caught up.
-func (rt *Runtime) bulkFrom(ctx context.Context, p *Projector, group string, pos eventstore.Position) (applied int, done bool, err error) {
+func (rt *Runtime) bulkFrom(ctx context.Context, p *Projector, group string, pos eventstore.Position, log *slog.Logger) (applied int, done bool, err error) {
 	rctx, cancel := context.WithCancel(ctx)
 	chunks := make(chan readChunk, 1)
 	var reader sync.WaitGroup
@@ -146,12 +151,19 @@ func (rt *Runtime) bulkFrom(ctx context.Context, p *Projector, group string, pos
 		}
 	}()
 	defer func() { cancel(); reader.Wait() }()
+	indexesBuilt := false
 	for c := range chunks {
 		switch {
 		case c.err != nil:
 			return applied, false, c.err
 		case c.read < bulkChunk/2:
 			return applied, true, nil
+		}
+		if c.indexed && !indexesBuilt {
+			if err := rt.buildLateIndexes(ctx, p, group, log, "the next chunk has events that need them"); err != nil {
+				return applied, false, err
+			}
+			indexesBuilt = true
 		}
 		if err := rt.applyChunk(ctx, p, group, c); err != nil {
 			return applied, false, err

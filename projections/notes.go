@@ -27,6 +27,10 @@ func Notes() *Projector {
 		// Runs of note.created events in a bulk catch-up (a rebuild), in one go.
 		BulkTypes: map[string]bool{note.EventCreated: true},
 		Bulk:      bulkNotesCreated,
+		// notes_space_idx: a rebuild builds it after its bulk catch-up (COPY then does not keep it
+		// up row by row), unless a space's deletion, which finds the space's notes with it, comes first.
+		LateIndexes:  true,
+		IndexedTypes: map[string]bool{space.EventDeleted: true},
 		Handlers: map[string]Handler{
 			note.EventCreated: func(ctx context.Context, tx pgx.Tx, r eventstore.Record) error {
 				e := r.Event.(note.Created)
@@ -65,7 +69,9 @@ func Notes() *Projector {
 				if _, err := tx.Exec(ctx, `INSERT INTO note_space_tombstones (space_id) VALUES ($1) ON CONFLICT DO NOTHING`, r.StreamID); err != nil {
 					return err
 				}
-				if _, err := tx.Exec(ctx, `DELETE FROM note_revisions WHERE space_id = $1`, r.StreamID); err != nil {
+				// Through the space's notes (notes_space_idx, then the revisions' key): every revision
+				// is of a note in notes, and note_revisions has no index on space_id.
+				if _, err := tx.Exec(ctx, `DELETE FROM note_revisions WHERE note_id IN (SELECT id FROM notes WHERE space_id = $1)`, r.StreamID); err != nil {
 					return err
 				}
 				_, err := tx.Exec(ctx, `DELETE FROM notes WHERE space_id = $1`, r.StreamID)

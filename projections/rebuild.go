@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -150,6 +152,11 @@ func (rt *Runtime) startShadow(ctx context.Context, p *Projector, g generation, 
 				return err
 			}
 		}
+		if p.LateIndexes && p.Bulk != nil && !rt.opts.EventByEvent {
+			if err := deferIndexes(ctx, tx, schema, p.Tables); err != nil {
+				return fmt.Errorf("defer the copies' secondary indexes: %w", err)
+			}
+		}
 		if _, err := tx.Exec(ctx, `INSERT INTO projection_offsets (consumer_group, offset_acked, last_processed_transaction_id)
 			VALUES ($1, 0, '0') ON CONFLICT (consumer_group) DO UPDATE SET offset_acked = 0, last_processed_transaction_id = '0'`, group); err != nil {
 			return err
@@ -249,6 +256,101 @@ func copyTable(ctx context.Context, tx pgx.Tx, schema, table string) error {
 		}
 	}
 	return nil
+}
+
+// lateIndexes is a table in a rebuild's schema that lists the definitions of the copies' secondary
+// indexes still to build (Projector.LateIndexes); it is dropped once they are built. Its presence
+// also stops a process of an earlier release from swapping the copies in without them (its swap
+// drops the schema without CASCADE).
+const lateIndexes = "late_indexes"
+
+// deferIndexes drops the secondary indexes of the copies of tables in schema (those not unique and
+// behind no constraint: no handler relies on them for correctness), noting their definitions in the
+// schema's lateIndexes table for buildLateIndexes.
+func deferIndexes(ctx context.Context, tx pgx.Tx, schema string, tables []string) error {
+	var copies []string
+	for _, t := range tables {
+		copies = append(copies, ident(schema, t))
+	}
+	rows, err := tx.Query(ctx, `SELECT i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid) FROM pg_index i
+		WHERE i.indrelid = ANY (SELECT to_regclass(t) FROM unnest($1::text[]) t)
+		  AND NOT i.indisunique AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid)
+		ORDER BY 1`, copies)
+	if err != nil {
+		return err
+	}
+	type index struct{ Name, Definition string }
+	indexes, err := pgx.CollectRows(rows, pgx.RowToStructByPos[index])
+	if err != nil {
+		return err
+	}
+	if _, err := tx.Exec(ctx, "CREATE TABLE "+ident(schema, lateIndexes)+" (definition text NOT NULL)"); err != nil {
+		return err
+	}
+	for _, ix := range indexes {
+		if _, err := tx.Exec(ctx, "INSERT INTO "+ident(schema, lateIndexes)+" (definition) VALUES ($1)", ix.Definition); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, "DROP INDEX "+ix.Name); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// buildLateIndexes builds the secondary indexes that a rebuild's copies were filled without, if group
+// is the rebuild's consumer group and any are left (why says for the log). It holds the
+// group's checkpoint row meanwhile, so no consumer of the group in any process applies events to the
+// copies until they have their indexes.
+func (rt *Runtime) buildLateIndexes(ctx context.Context, p *Projector, group string, log *slog.Logger, why string) error {
+	if !p.LateIndexes {
+		return nil
+	}
+	table := ident(rebuildSchema(p.Name), lateIndexes)
+	var pending bool
+	if err := rt.pool.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, table).Scan(&pending); err != nil || !pending {
+		return err
+	}
+	g, err := rt.generation(ctx, rt.pool, p.Name, false)
+	if err != nil || g.shadowGroup == nil || *g.shadowGroup != group {
+		return err // the live group, or a retired one
+	}
+	start := time.Now()
+	var built []string
+	err = pgx.BeginFunc(ctx, rt.opts.Admin, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT 1 FROM projection_offsets WHERE consumer_group = $1 FOR UPDATE`, group); err != nil {
+			return err
+		}
+		// Built by another process meanwhile, or the rebuild restarted (a new table, of its own).
+		if err := tx.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL AND EXISTS (SELECT 1 FROM projector_status
+			WHERE name = $2 AND shadow_group = $3)`, table, p.Name, group).Scan(&pending); err != nil || !pending {
+			return err
+		}
+		rows, err := tx.Query(ctx, "SELECT definition FROM "+table)
+		if err != nil {
+			return err
+		}
+		defs, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			return err
+		}
+		// Sorting a whole table's keys: more memory than the default 64 MB spares a spill to disk.
+		if _, err := tx.Exec(ctx, `SET LOCAL maintenance_work_mem = '256MB'`); err != nil {
+			return err
+		}
+		for _, def := range defs {
+			if _, err := tx.Exec(ctx, def); err != nil {
+				return fmt.Errorf("%s: %w", def, err)
+			}
+		}
+		built = defs
+		_, err = tx.Exec(ctx, "DROP TABLE "+table)
+		return err
+	})
+	if err == nil && len(built) > 0 {
+		log.Info("built the rebuild's secondary indexes", "indexes", len(built), "why", why, "elapsed", time.Since(start).Round(time.Millisecond))
+	}
+	return err
 }
 
 // rowSecurityMarker is a table in a rebuild's schema that only a swap enabling the copies' row-level
@@ -434,6 +536,13 @@ func (rt *Runtime) swap(ctx context.Context, p *Projector) (bool, error) {
 		shadow, ok := pos[*g.shadowGroup]
 		if !ok || shadow.Less(target) || shadow.Less(pos[g.liveGroup]) {
 			return nil // not yet: the live consumer is ahead, or the rebuild is behind
+		}
+		var indexesLeft bool
+		if err := tx.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, ident(rebuildSchema(p.Name), lateIndexes)).Scan(&indexesLeft); err != nil {
+			return err
+		}
+		if indexesLeft {
+			return nil // not yet: the rebuild's consumer builds them before it goes on event by event
 		}
 		// Row-level security policies on other tables (and on the copies) that refer to the tables
 		// being replaced refer to them by identity: they are recreated after the swap, from their

@@ -356,20 +356,85 @@ func TestBulkRebuildMatchesEventByEvent(t *testing.T) {
 			t.Fatalf("%s: did not catch up in bulk:\n%s", name, logs.String())
 		}
 	}
-	rt, logs, stop := run(projections.Options{}, projections.Notes())
-	if _, err := rt.StartRebuild(ctx, projections.NotesProjector); err != nil {
-		t.Fatal(err)
+	// The tables' indexes, by definition (the names of a rebuild's are PostgreSQL's own).
+	indexes := func() string {
+		var out string
+		if err := pool.QueryRow(ctx, `SELECT string_agg(regexp_replace(indexdef, '^CREATE (UNIQUE )?INDEX \S+', 'CREATE \1INDEX'), E'\n' ORDER BY 1)
+			FROM pg_indexes WHERE schemaname = 'public' AND tablename IN ('notes', 'note_revisions', 'note_space_tombstones')`).Scan(&out); err != nil {
+			t.Fatal(err)
+		}
+		return out
 	}
-	waitLive(t, rt, projections.NotesProjector)
-	stop()
-	check("rebuild", logs)
+	wantIndexes := indexes()
+	if !strings.Contains(wantIndexes, "(space_id, id)") {
+		t.Fatalf("no index on space_id among\n%s", wantIndexes)
+	}
+	// A rebuild fills its copies without their secondary index, and builds it before the chunk with
+	// the space's deletion (whose handler needs it); a projector that declares no event needing it
+	// builds it once the bulk catch-up is done.
+	noneIndexed := projections.Notes()
+	noneIndexed.IndexedTypes = nil
+	for _, c := range []struct {
+		p   *projections.Projector
+		why string
+	}{{projections.Notes(), "the next chunk has events that need them"}, {noneIndexed, "the bulk catch-up is done"}} {
+		rt, logs, stop := run(projections.Options{}, c.p)
+		if _, err := rt.StartRebuild(ctx, projections.NotesProjector); err != nil {
+			t.Fatal(err)
+		}
+		waitLive(t, rt, projections.NotesProjector)
+		stop()
+		check("rebuild", logs)
+		if !strings.Contains(logs.String(), `msg="built the rebuild's secondary indexes" projector=notes consumer_group=`) ||
+			!strings.Contains(logs.String(), `why="`+c.why+`"`) {
+			t.Fatalf("rebuild: the secondary indexes were not built because %s:\n%s", c.why, logs.String())
+		}
+		if got := indexes(); got != wantIndexes {
+			t.Fatalf("rebuild: the indexes are\n%s\nnot\n%s", got, wantIndexes)
+		}
+	}
+
+	// A late index that cannot be built holds the swap back (the rebuild logs the error and tries
+	// again) until it can be.
+	{
+		logs := &syncWriter{w: &bytes.Buffer{}}
+		log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+		rt := projections.NewRuntime(pool, store, signal, log, projections.Options{Reconcile: 20 * time.Millisecond, Admin: owner}, projections.Notes())
+		if _, err := rt.StartRebuild(ctx, projections.NotesProjector); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := owner.Exec(ctx, `INSERT INTO rebuild_notes.late_indexes VALUES ('CREATE INDEX ON rebuild_notes.notes (no_such_column)')`); err != nil {
+			t.Fatal(err)
+		}
+		runCtx, stop := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { defer close(done); _ = rt.Run(runCtx) }()
+		eventually(t, 20*time.Second, "the failed index build logged twice", func() bool {
+			return strings.Count(logs.String(), `column \"no_such_column\" does not exist`) >= 2
+		})
+		if live, _, err := rt.FinishRebuildIfCaughtUp(ctx, projections.NotesProjector); err != nil || live {
+			t.Fatalf("swapped in without its indexes (%v)", err)
+		}
+		if _, err := owner.Exec(ctx, `DELETE FROM rebuild_notes.late_indexes WHERE definition LIKE '%no_such_column%'`); err != nil {
+			t.Fatal(err)
+		}
+		waitLive(t, rt, projections.NotesProjector)
+		stop()
+		<-done
+		if got := dump(); got != want {
+			t.Fatalf("rebuild after a failed index build: the rows differ from the event-by-event build")
+		}
+		if got := indexes(); got != wantIndexes {
+			t.Fatalf("rebuild after a failed index build: the indexes are\n%s\nnot\n%s", got, wantIndexes)
+		}
+	}
 
 	// A first build into the live tables, which have row-level security.
 	if _, err := owner.Exec(ctx, `TRUNCATE notes, note_revisions, note_space_tombstones;
 		DELETE FROM projection_offsets; DELETE FROM projector_status`); err != nil {
 		t.Fatal(err)
 	}
-	rt, logs, stop = run(projections.Options{}, projections.Notes())
+	rt, logs, stop := run(projections.Options{}, projections.Notes())
 	defer stop()
 	if err := rt.WaitFor(wctx, last, projections.NotesProjector); err != nil {
 		t.Fatal(err)
@@ -377,7 +442,7 @@ func TestBulkRebuildMatchesEventByEvent(t *testing.T) {
 	check("first build", logs)
 }
 
-// syncWriter serialises writes to w.
+// syncWriter serialises writes to w, and reads of it with String.
 type syncWriter struct {
 	mu sync.Mutex
 	w  *bytes.Buffer
@@ -387,4 +452,11 @@ func (s *syncWriter) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.w.Write(p)
+}
+
+// String is what was written so far.
+func (s *syncWriter) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.String()
 }

@@ -47,6 +47,14 @@ type Projector struct {
 	// row-level security), and it is the fastest way into a table.
 	Bulk      func(ctx context.Context, tx pgx.Tx, recs []eventstore.Record, canCopy bool) error
 	BulkTypes map[string]bool
+	// LateIndexes, for a projector with Bulk, fills a rebuild's copies without their secondary
+	// indexes (those not unique and behind no constraint), which COPY would otherwise update row by
+	// row, and builds them once the bulk catch-up is done, or before it applies a chunk holding an
+	// event of IndexedTypes: those whose handlers need the secondary indexes (to find rows by
+	// something other than a unique key). The copies always have them before the rebuild goes on
+	// event by event, and before the swap.
+	LateIndexes  bool
+	IndexedTypes map[string]bool
 	// InPlaceRebuild empties the live tables and replays into them instead of building copies. For
 	// work queues that other components must see filling up (the search projector's), not for read
 	// models that queries use.
@@ -318,6 +326,15 @@ func (rt *Runtime) runGroup(ctx context.Context, p *Projector, group string, log
 			if err != nil && ctx.Err() == nil {
 				log.Warn("bulk catch-up stopped; going on event by event", "error", err)
 			}
+		}
+		// A rebuild's secondary indexes, if its bulk catch-up left any to build (a failure in it, or
+		// no bulk catch-up at all), before it goes on event by event.
+		if err = rt.buildLateIndexes(ctx, p, group, log, "before going on event by event"); err != nil {
+			if ctx.Err() == nil {
+				log.Error("build the rebuild's indexes", "error", err)
+				sleep(ctx, time.Second)
+			}
+			continue
 		}
 		err = rt.consume(ctx, p, group, &seen, log)
 		if ctx.Err() != nil {
