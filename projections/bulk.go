@@ -108,7 +108,7 @@ type readChunk struct {
 // readChunkAfter reads up to bulkChunk events after position after and decodes those p handles; it
 // skips the others without decoding them.
 func (rt *Runtime) readChunkAfter(ctx context.Context, p *Projector, after eventstore.Position) readChunk {
-	c := readChunk{after: after}
+	c := readChunk{after: after, events: make([]eventstore.Record, 0, bulkChunk)}
 	reg := rt.store.Registry()
 	c.read, c.err = rt.store.EachLogRaw(ctx, after, bulkChunk, func(raw *eventstore.RawRecord) error {
 		c.last = raw.Position
@@ -199,28 +199,38 @@ func (rt *Runtime) applyChunk(ctx context.Context, p *Projector, group string, c
 			WHERE oid = ANY (SELECT to_regclass(t) FROM unnest($1::text[]) t) AND relrowsecurity)`, p.Tables).Scan(&canCopy); err != nil {
 			return err
 		}
-		var run []eventstore.Record
-		flush := func() error {
-			if len(run) == 0 {
+		if canCopy {
+			// A rebuild's copies, which nothing reads: the commit need not wait for the disk. A crash
+			// of PostgreSQL loses the last chunks' rows and checkpoint together, and they are redone.
+			if _, err := tx.Exec(ctx, `SET LOCAL synchronous_commit = off`); err != nil {
+				return err
+			}
+		}
+		// A run of bulk events is a slice of the chunk's, from run to the next other event.
+		run := -1
+		flush := func(end int) error {
+			if run < 0 {
 				return nil
 			}
-			err := p.Bulk(ctx, tx, run, canCopy)
-			run = run[:0]
+			err := p.Bulk(ctx, tx, c.events[run:end], canCopy)
+			run = -1
 			return err
 		}
-		for _, e := range c.events {
+		for i, e := range c.events {
 			if p.BulkTypes[e.Name] {
-				run = append(run, e)
+				if run < 0 {
+					run = i
+				}
 				continue
 			}
-			if err := flush(); err != nil {
+			if err := flush(i); err != nil {
 				return err
 			}
 			if err := callHandler(ctx, p.Handlers[e.Name], tx, e); err != nil {
 				return &handlerError{position: e.Position.GlobalPosition, eventType: e.Name, err: err}
 			}
 		}
-		if err := flush(); err != nil {
+		if err := flush(len(c.events)); err != nil {
 			return err
 		}
 		_, err := tx.Exec(ctx, `UPDATE projection_offsets SET offset_acked = $2, last_processed_transaction_id = $3::text::xid8

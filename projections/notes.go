@@ -140,7 +140,12 @@ func bulkNotesCreated(ctx context.Context, tx pgx.Tx, recs []eventstore.Record, 
 			}
 			rows = kept
 		}
-		notes, revisions := newCopyRows(10, 160*len(rows)), newCopyRows(8, 140*len(rows))
+		text := 0
+		for _, r := range rows {
+			text += len(r.title) + len(r.body)
+		}
+		// Each row's fixed part (field count, lengths, UUIDs, numbers, times) is under 200 bytes.
+		notes, revisions := newCopyRows(10, 200*len(rows)+text), newCopyRows(8, 160*len(rows)+text)
 		for _, r := range rows {
 			notes.row()
 			notes.uuid(r.id)
