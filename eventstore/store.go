@@ -543,11 +543,13 @@ func scanRawInto(row pgx.Row, r *RawRecord, data, meta any, names *typeNames) er
 		t := uuid.UUID(tenantID.Bytes)
 		r.TenantID = &t
 	}
-	if names == nil {
-		names = &typeNames{}
+	if names != nil {
+		r.StreamType, r.Type = names.intern(streamType), names.intern(eventType)
+		r.StoredName = names.stored(r.Type, r.Version)
+	} else {
+		r.StreamType, r.Type = string(streamType), string(eventType)
+		r.StoredName = r.Type + ".v" + strconv.Itoa(r.Version)
 	}
-	r.StreamType, r.Type = names.intern(streamType), names.intern(eventType)
-	r.StoredName = names.stored(r.Type, r.Version)
 	var err error
 	if r.Position.TransactionID, err = strconv.ParseUint(string(xid), 10, 64); err != nil {
 		return fmt.Errorf("scan event: transaction id %q: %w", xid, err)

@@ -14,8 +14,16 @@ import (
 	"github.com/atlas-workspace/atlas/eventstore"
 )
 
-// bulkChunk is how many events a bulk catch-up reads and applies per transaction.
-const bulkChunk = 20000
+// bulkChunk is how many events a bulk catch-up reads and applies per transaction (Options.BulkChunk),
+// and bulkChunkBytes how many bytes of payload a chunk holds at most: fewer events then, when they are
+// large (a chunk is held decoded, another is read meanwhile, and each is encoded for COPY).
+const (
+	bulkChunk      = 20000
+	bulkChunkBytes = 64 << 20
+)
+
+// errChunkFull ends the reading of a chunk at bulkChunkBytes.
+var errChunkFull = errors.New("chunk full")
 
 // bulkCatchUp brings a consumer group that starts far behind the log (a rebuild, a first build, a
 // projector that was stopped) up to date in chunks of bulkChunk events, one transaction each (the
@@ -55,11 +63,15 @@ func (rt *Runtime) bulkCatchUp(ctx context.Context, p *Projector, group string, 
 		case done:
 			if applied > 0 {
 				log.Info("bulk catch-up done", "events", applied, "elapsed", time.Since(start).Round(time.Millisecond))
-				if err := rt.buildLateIndexes(ctx, p, group, log, "the bulk catch-up is done"); err != nil {
+				// Building the late indexes, if any, ANALYZEs as well.
+				built, err := rt.buildLateIndexes(ctx, p, group, log, "the bulk catch-up is done")
+				if err != nil {
 					return err
 				}
-				if err := rt.analyze(ctx, p, group); err != nil && ctx.Err() == nil {
-					log.Warn("analyze after the bulk catch-up", "error", err)
+				if !built {
+					if err := rt.analyze(ctx, p, group); err != nil && ctx.Err() == nil {
+						log.Warn("analyze after the bulk catch-up", "error", err)
+					}
 				}
 			}
 			return nil
@@ -99,23 +111,29 @@ func (rt *Runtime) analyze(ctx context.Context, p *Projector, group string) erro
 // events are those the projector handles, decoded, in log order.
 type readChunk struct {
 	after, last eventstore.Position
-	read        int // events read, handled or not
+	read        int  // events read, handled or not
+	full        bool // ended at bulkChunkBytes, not at the chunk's length or the log's end
 	events      []eventstore.Record
 	indexed     bool // holds an event of the projector's IndexedTypes
 	err         error
 }
 
-// readChunkAfter reads up to bulkChunk events after position after and decodes those p handles; it
+// readChunkAfter reads up to a chunk of events after position after and decodes those p handles; it
 // skips the others without decoding them.
 func (rt *Runtime) readChunkAfter(ctx context.Context, p *Projector, after eventstore.Position) readChunk {
-	c := readChunk{after: after, events: make([]eventstore.Record, 0, bulkChunk)}
+	c := readChunk{after: after, events: make([]eventstore.Record, 0, rt.opts.BulkChunk)}
 	reg := rt.store.Registry()
-	c.read, c.err = rt.store.EachLogRaw(ctx, after, bulkChunk, func(raw *eventstore.RawRecord) error {
-		c.last = raw.Position
+	size := 0
+	c.read, c.err = rt.store.EachLogRaw(ctx, after, rt.opts.BulkChunk, func(raw *eventstore.RawRecord) error {
 		name := reg.CurrentName(raw.Type)
 		if p.Handlers[name] == nil && !p.BulkTypes[name] {
+			c.last = raw.Position
 			return nil
 		}
+		if size += len(raw.Data); size > bulkChunkBytes && len(c.events) > 0 {
+			return errChunkFull // this event starts the next chunk
+		}
+		c.last = raw.Position
 		rec, err := rt.store.Decode(raw)
 		if err != nil {
 			return err
@@ -124,8 +142,14 @@ func (rt *Runtime) readChunkAfter(ctx context.Context, p *Projector, after event
 		c.indexed = c.indexed || p.IndexedTypes[name]
 		return nil
 	})
+	if errors.Is(c.err, errChunkFull) {
+		c.read, c.full, c.err = c.read-1, true, nil
+	}
 	return c
 }
+
+// end says whether c is the end of the bulk catch-up: less than half a chunk was left in the log.
+func (c readChunk) end(chunk int) bool { return !c.full && c.read < chunk/2 }
 
 // bulkFrom applies chunks from pos on while a reader goroutine reads the next one, and returns how
 // many events it applied and whether the log is (nearly) caught up.
@@ -144,7 +168,7 @@ func (rt *Runtime) bulkFrom(ctx context.Context, p *Projector, group string, pos
 			case <-rctx.Done():
 				return
 			}
-			if c.err != nil || c.read < bulkChunk/2 {
+			if c.err != nil || c.end(rt.opts.BulkChunk) {
 				return
 			}
 			after = c.last
@@ -156,11 +180,11 @@ func (rt *Runtime) bulkFrom(ctx context.Context, p *Projector, group string, pos
 		switch {
 		case c.err != nil:
 			return applied, false, c.err
-		case c.read < bulkChunk/2:
+		case c.end(rt.opts.BulkChunk):
 			return applied, true, nil
 		}
 		if c.indexed && !indexesBuilt {
-			if err := rt.buildLateIndexes(ctx, p, group, log, "the next chunk has events that need them"); err != nil {
+			if _, err := rt.buildLateIndexes(ctx, p, group, log, "the next chunk has events that need them"); err != nil {
 				return applied, false, err
 			}
 			indexesBuilt = true
@@ -190,7 +214,8 @@ func (rt *Runtime) applyChunk(ctx context.Context, p *Projector, group string, c
 		if now != c.after {
 			return errMoved
 		}
-		if err := rt.enter(ctx, &consumer{p: p, group: group}, tx); err != nil {
+		cons := &consumer{p: p, group: group}
+		if err := rt.enter(ctx, cons, tx); err != nil {
 			return err
 		}
 		// The tables as the search path resolves them: a rebuild's copies, or the live ones.
@@ -199,7 +224,7 @@ func (rt *Runtime) applyChunk(ctx context.Context, p *Projector, group string, c
 			WHERE oid = ANY (SELECT to_regclass(t) FROM unnest($1::text[]) t) AND relrowsecurity)`, p.Tables).Scan(&canCopy); err != nil {
 			return err
 		}
-		if canCopy {
+		if cons.shadow {
 			// A rebuild's copies, which nothing reads: the commit need not wait for the disk. A crash
 			// of PostgreSQL loses the last chunks' rows and checkpoint together, and they are redone.
 			if _, err := tx.Exec(ctx, `SET LOCAL synchronous_commit = off`); err != nil {
@@ -212,7 +237,7 @@ func (rt *Runtime) applyChunk(ctx context.Context, p *Projector, group string, c
 			if run < 0 {
 				return nil
 			}
-			err := p.Bulk(ctx, tx, c.events[run:end], canCopy)
+			err := p.Bulk(ctx, tx, c.events[run:end:end], canCopy)
 			run = -1
 			return err
 		}

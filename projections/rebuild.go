@@ -258,99 +258,151 @@ func copyTable(ctx context.Context, tx pgx.Tx, schema, table string) error {
 	return nil
 }
 
-// lateIndexes is a table in a rebuild's schema that lists the definitions of the copies' secondary
-// indexes still to build (Projector.LateIndexes); it is dropped once they are built. Its presence
-// also stops a process of an earlier release from swapping the copies in without them (its swap
-// drops the schema without CASCADE).
+// lateIndexes is a table in a rebuild's schema that lists the copies' secondary indexes still to
+// build (Projector.LateIndexes); it is dropped once they are built. Its presence also stops a process
+// of an earlier release from swapping the copies in without them (its swap drops the schema without
+// CASCADE).
 const lateIndexes = "late_indexes"
 
 // deferIndexes drops the secondary indexes of the copies of tables in schema (those not unique and
-// behind no constraint: no handler relies on them for correctness), noting their definitions in the
-// schema's lateIndexes table for buildLateIndexes.
+// behind no constraint: no handler relies on them for correctness), noting their names and
+// definitions in the schema's lateIndexes table for buildLateIndexes.
 func deferIndexes(ctx context.Context, tx pgx.Tx, schema string, tables []string) error {
 	var copies []string
 	for _, t := range tables {
 		copies = append(copies, ident(schema, t))
 	}
-	rows, err := tx.Query(ctx, `SELECT i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid) FROM pg_index i
+	rows, err := tx.Query(ctx, `SELECT c.relname::text, i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid)
+		FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
 		WHERE i.indrelid = ANY (SELECT to_regclass(t) FROM unnest($1::text[]) t)
-		  AND NOT i.indisunique AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid)
+		  AND NOT i.indisunique AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = i.indexrelid)
 		ORDER BY 1`, copies)
 	if err != nil {
 		return err
 	}
-	type index struct{ Name, Definition string }
+	type index struct{ Name, Qualified, Definition string }
 	indexes, err := pgx.CollectRows(rows, pgx.RowToStructByPos[index])
 	if err != nil {
 		return err
 	}
-	if _, err := tx.Exec(ctx, "CREATE TABLE "+ident(schema, lateIndexes)+" (definition text NOT NULL)"); err != nil {
+	if _, err := tx.Exec(ctx, "CREATE TABLE "+ident(schema, lateIndexes)+" (name text PRIMARY KEY, definition text NOT NULL)"); err != nil {
 		return err
 	}
 	for _, ix := range indexes {
-		if _, err := tx.Exec(ctx, "INSERT INTO "+ident(schema, lateIndexes)+" (definition) VALUES ($1)", ix.Definition); err != nil {
+		if _, err := tx.Exec(ctx, "INSERT INTO "+ident(schema, lateIndexes)+" (name, definition) VALUES ($1, $2)", ix.Name, ix.Definition); err != nil {
 			return err
 		}
-		if _, err := tx.Exec(ctx, "DROP INDEX "+ix.Name); err != nil {
+		if _, err := tx.Exec(ctx, "DROP INDEX "+ix.Qualified); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
+// lateIndexesLeft reports whether the rebuild of projector name has late indexes still to build. It
+// reads the catalog, which any role may: a role without USAGE on the rebuild's schema (a projector
+// without tables grants it to none) cannot even ask to_regclass.
+func lateIndexesLeft(ctx context.Context, q interface {
+	QueryRow(context.Context, string, ...any) pgx.Row
+}, name string) (bool, error) {
+	var left bool
+	err := q.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE n.nspname = $1 AND c.relname = $2)`, rebuildSchema(name), lateIndexes).Scan(&left)
+	return left, err
+}
+
+// errIndexBusy: another process is building one of a rebuild's late indexes.
+var errIndexBusy = errors.New("another process is building the index; trying again later")
+
 // buildLateIndexes builds the secondary indexes that a rebuild's copies were filled without, if group
-// is the rebuild's consumer group and any are left (why says for the log). It holds the
-// group's checkpoint row meanwhile, so no consumer of the group in any process applies events to the
-// copies until they have their indexes.
-func (rt *Runtime) buildLateIndexes(ctx context.Context, p *Projector, group string, log *slog.Logger, why string) error {
-	if !p.LateIndexes {
-		return nil
-	}
-	table := ident(rebuildSchema(p.Name), lateIndexes)
-	var pending bool
-	if err := rt.pool.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, table).Scan(&pending); err != nil || !pending {
-		return err
+// is the rebuild's consumer group and any are left (why says for the log), then ANALYZEs the copies,
+// and reports whether it built any. It builds CONCURRENTLY, so that it holds no transaction id for the
+// length of a sort (every reader of the log stops below the oldest transaction in progress) and blocks
+// no writer; an index left invalid by a build that failed or was interrupted is dropped and built
+// again, and one that another process is building makes it return errIndexBusy.
+func (rt *Runtime) buildLateIndexes(ctx context.Context, p *Projector, group string, log *slog.Logger, why string) (bool, error) {
+	schema := rebuildSchema(p.Name)
+	table := ident(schema, lateIndexes)
+	if pending, err := lateIndexesLeft(ctx, rt.pool, p.Name); err != nil || !pending {
+		return false, err
 	}
 	g, err := rt.generation(ctx, rt.pool, p.Name, false)
 	if err != nil || g.shadowGroup == nil || *g.shadowGroup != group {
-		return err // the live group, or a retired one
+		return false, err // the live group, or a retired one
+	}
+	admin := rt.opts.Admin
+	rows, err := admin.Query(ctx, "SELECT name, definition FROM "+table+" ORDER BY name")
+	if err != nil {
+		return false, err
+	}
+	type index struct{ Name, Definition string }
+	indexes, err := pgx.CollectRows(rows, pgx.RowToStructByPos[index])
+	if err != nil {
+		return false, err
+	}
+	// state is "missing", "valid", "invalid" or "building" (by some process, now).
+	state := func(name string) (string, error) {
+		st := "missing"
+		err := admin.QueryRow(ctx, `SELECT CASE WHEN EXISTS (SELECT 1 FROM pg_stat_progress_create_index pr WHERE pr.index_relid = c.oid) THEN 'building'
+				WHEN i.indisvalid THEN 'valid' ELSE 'invalid' END
+			FROM pg_class c JOIN pg_index i ON i.indexrelid = c.oid
+			WHERE c.relnamespace = $1::regnamespace AND c.relname = $2`, ident(schema), name).Scan(&st)
+		if errors.Is(err, pgx.ErrNoRows) {
+			err = nil
+		}
+		return st, err
 	}
 	start := time.Now()
-	var built []string
-	err = pgx.BeginFunc(ctx, rt.opts.Admin, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `SELECT 1 FROM projection_offsets WHERE consumer_group = $1 FOR UPDATE`, group); err != nil {
-			return err
-		}
-		// Built by another process meanwhile, or the rebuild restarted (a new table, of its own).
-		if err := tx.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL AND EXISTS (SELECT 1 FROM projector_status
-			WHERE name = $2 AND shadow_group = $3)`, table, p.Name, group).Scan(&pending); err != nil || !pending {
-			return err
-		}
-		rows, err := tx.Query(ctx, "SELECT definition FROM "+table)
+	for _, ix := range indexes {
+		st, err := state(ix.Name)
 		if err != nil {
-			return err
+			return false, err
 		}
-		defs, err := pgx.CollectRows(rows, pgx.RowTo[string])
-		if err != nil {
-			return err
-		}
-		// Sorting a whole table's keys: more memory than the default 64 MB spares a spill to disk.
-		if _, err := tx.Exec(ctx, `SET LOCAL maintenance_work_mem = '256MB'`); err != nil {
-			return err
-		}
-		for _, def := range defs {
-			if _, err := tx.Exec(ctx, def); err != nil {
-				return fmt.Errorf("%s: %w", def, err)
+		switch st {
+		case "valid":
+			continue
+		case "building":
+			return false, fmt.Errorf("%s: %w", ix.Name, errIndexBusy)
+		case "invalid":
+			if _, err := admin.Exec(ctx, "DROP INDEX "+ident(schema, ix.Name)); err != nil {
+				return false, fmt.Errorf("drop the invalid index %s: %w", ix.Name, err)
 			}
 		}
-		built = defs
-		_, err = tx.Exec(ctx, "DROP TABLE "+table)
+		const prefix = "CREATE INDEX "
+		if !strings.HasPrefix(ix.Definition, prefix) {
+			return false, fmt.Errorf("late index %s: unexpected definition %q", ix.Name, ix.Definition)
+		}
+		// IF NOT EXISTS: another process may have started the same build since.
+		if _, err := admin.Exec(ctx, "CREATE INDEX CONCURRENTLY IF NOT EXISTS "+ix.Definition[len(prefix):]); err != nil {
+			return false, fmt.Errorf("%s: %w", ix.Definition, err)
+		}
+	}
+	for _, ix := range indexes {
+		if st, err := state(ix.Name); err != nil || st != "valid" {
+			if err == nil {
+				err = fmt.Errorf("%s is %s: %w", ix.Name, st, errIndexBusy)
+			}
+			return false, err
+		}
+	}
+	err = pgx.BeginFunc(ctx, admin, func(tx pgx.Tx) error {
+		// Still this rebuild's (a restarted rebuild has a table of its own).
+		var current bool
+		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM projector_status WHERE name = $1 AND shadow_group = $2 FOR SHARE)`,
+			p.Name, group).Scan(&current); err != nil || !current {
+			return err
+		}
+		_, err := tx.Exec(ctx, "DROP TABLE IF EXISTS "+table)
 		return err
 	})
-	if err == nil && len(built) > 0 {
-		log.Info("built the rebuild's secondary indexes", "indexes", len(built), "why", why, "elapsed", time.Since(start).Round(time.Millisecond))
+	if err != nil {
+		return false, err
 	}
-	return err
+	log.Info("built the rebuild's secondary indexes", "indexes", len(indexes), "why", why, "elapsed", time.Since(start).Round(time.Millisecond))
+	if err := rt.analyze(ctx, p, group); err != nil && ctx.Err() == nil {
+		log.Warn("analyze after building the rebuild's indexes", "error", err)
+	}
+	return true, nil
 }
 
 // rowSecurityMarker is a table in a rebuild's schema that only a swap enabling the copies' row-level
@@ -537,8 +589,8 @@ func (rt *Runtime) swap(ctx context.Context, p *Projector) (bool, error) {
 		if !ok || shadow.Less(target) || shadow.Less(pos[g.liveGroup]) {
 			return nil // not yet: the live consumer is ahead, or the rebuild is behind
 		}
-		var indexesLeft bool
-		if err := tx.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, ident(rebuildSchema(p.Name), lateIndexes)).Scan(&indexesLeft); err != nil {
+		indexesLeft, err := lateIndexesLeft(ctx, tx, p.Name)
+		if err != nil {
 			return err
 		}
 		if indexesLeft {

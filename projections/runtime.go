@@ -83,6 +83,8 @@ type Options struct {
 	// EventByEvent turns bulk catch-up off: every group goes through the log one event at a time, as
 	// a reference for tests of the bulk paths.
 	EventByEvent bool
+	// BulkChunk is how many events a bulk catch-up applies per transaction at most (default 20,000).
+	BulkChunk int
 }
 
 // Runtime runs projectors and answers questions about their progress.
@@ -115,6 +117,9 @@ func NewRuntime(pool *pgxpool.Pool, store *eventstore.Store, signal *eventstore.
 	}
 	if opts.HandlerTimeout <= 0 {
 		opts.HandlerTimeout = 30 * time.Second
+	}
+	if opts.BulkChunk <= 0 {
+		opts.BulkChunk = bulkChunk
 	}
 	if opts.Admin == nil {
 		opts.Admin = pool
@@ -329,9 +334,13 @@ func (rt *Runtime) runGroup(ctx context.Context, p *Projector, group string, log
 		}
 		// A rebuild's secondary indexes, if its bulk catch-up left any to build (a failure in it, or
 		// no bulk catch-up at all), before it goes on event by event.
-		if err = rt.buildLateIndexes(ctx, p, group, log, "before going on event by event"); err != nil {
+		if _, err = rt.buildLateIndexes(ctx, p, group, log, "before going on event by event"); err != nil {
 			if ctx.Err() == nil {
-				log.Error("build the rebuild's indexes", "error", err)
+				if errors.Is(err, errIndexBusy) {
+					log.Info("waiting for another process to build the rebuild's indexes", "error", err)
+				} else {
+					log.Error("build the rebuild's indexes", "error", err)
+				}
 				sleep(ctx, time.Second)
 			}
 			continue
@@ -479,6 +488,7 @@ type consumer struct {
 	p      *Projector
 	group  string
 	lastTx pgx.Tx
+	shadow bool // the group is a rebuild's, writing its copies (set by enter)
 }
 
 // enter checks, once per consuming transaction, which generation the consumer group is: the live one
@@ -500,6 +510,7 @@ func (rt *Runtime) enter(ctx context.Context, c *consumer, tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, "SET LOCAL search_path TO "+pgx.Identifier{rebuildSchema(c.p.Name)}.Sanitize()+", public"); err != nil {
 			return err
 		}
+		c.shadow = true
 	default:
 		return errRetired
 	}
