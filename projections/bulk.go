@@ -15,11 +15,13 @@ import (
 )
 
 // bulkChunk is how many events a bulk catch-up reads and applies per transaction (Options.BulkChunk),
-// and bulkChunkBytes how many bytes of payload a chunk holds at most: fewer events then, when they are
-// large (a chunk is held decoded, another is read meanwhile, and each is encoded for COPY).
+// and bulkChunkBytes how many bytes of payload a chunk holds at most (Options.BulkChunkBytes): fewer
+// events then, when they are large (a chunk is held decoded, another is read meanwhile, and each is
+// encoded for COPY).
 const (
 	bulkChunk      = 20000
 	bulkChunkBytes = 64 << 20
+	bulkReadPage   = 2000 // events per query of the log
 )
 
 // errChunkFull ends the reading of a chunk at bulkChunkBytes.
@@ -121,16 +123,16 @@ type readChunk struct {
 // readChunkAfter reads up to a chunk of events after position after and decodes those p handles; it
 // skips the others without decoding them.
 func (rt *Runtime) readChunkAfter(ctx context.Context, p *Projector, after eventstore.Position) readChunk {
-	c := readChunk{after: after, events: make([]eventstore.Record, 0, rt.opts.BulkChunk)}
+	c := readChunk{after: after, last: after, events: make([]eventstore.Record, 0, rt.opts.BulkChunk)}
 	reg := rt.store.Registry()
 	size := 0
-	c.read, c.err = rt.store.EachLogRaw(ctx, after, rt.opts.BulkChunk, func(raw *eventstore.RawRecord) error {
+	each := func(raw *eventstore.RawRecord) error {
 		name := reg.CurrentName(raw.Type)
 		if p.Handlers[name] == nil && !p.BulkTypes[name] {
 			c.last = raw.Position
 			return nil
 		}
-		if size += len(raw.Data); size > bulkChunkBytes && len(c.events) > 0 {
+		if size += len(raw.Data); size > rt.opts.BulkChunkBytes && len(c.events) > 0 {
 			return errChunkFull // this event starts the next chunk
 		}
 		c.last = raw.Position
@@ -141,9 +143,26 @@ func (rt *Runtime) readChunkAfter(ctx context.Context, p *Projector, after event
 		c.events = append(c.events, rec)
 		c.indexed = c.indexed || p.IndexedTypes[name]
 		return nil
-	})
-	if errors.Is(c.err, errChunkFull) {
-		c.read, c.full, c.err = c.read-1, true, nil
+	}
+	// In pages, so that a chunk cut short by its size leaves little read for nothing (a query's rows
+	// are all read, even those after the cut): a first page of bulkReadPage events, then as many as
+	// the payload left would hold at the average size so far (for small events, the rest of the chunk).
+	for c.read < rt.opts.BulkChunk {
+		page := bulkReadPage
+		if len(c.events) > 0 {
+			page = max(bulkReadPage, (rt.opts.BulkChunkBytes-size)/max(1, size/len(c.events))+1)
+		}
+		page = min(page, rt.opts.BulkChunk-c.read)
+		n, err := rt.store.EachLogRaw(ctx, c.last, page, each)
+		c.read += n
+		if errors.Is(err, errChunkFull) {
+			c.read, c.full = c.read-1, true
+			break
+		}
+		if err != nil || n < page {
+			c.err = err
+			break // the log's end, for now
+		}
 	}
 	return c
 }

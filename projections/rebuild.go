@@ -311,27 +311,66 @@ func lateIndexesLeft(ctx context.Context, q interface {
 	return left, err
 }
 
-// errIndexBusy: another process is building one of a rebuild's late indexes.
+// errIndexBusy: an index of a rebuild's is being built by a process that does not take the build's
+// advisory lock.
 var errIndexBusy = errors.New("another process is building the index; trying again later")
 
 // buildLateIndexes builds the secondary indexes that a rebuild's copies were filled without, if group
 // is the rebuild's consumer group and any are left (why says for the log), then ANALYZEs the copies,
-// and reports whether it built any. It builds CONCURRENTLY, so that it holds no transaction id for the
-// length of a sort (every reader of the log stops below the oldest transaction in progress) and blocks
-// no writer; an index left invalid by a build that failed or was interrupted is dropped and built
-// again, and one that another process is building makes it return errIndexBusy.
+// and reports whether it built any.
+//
+// It builds CONCURRENTLY, so that it holds no transaction id for the length of a sort (every reader of
+// the log stops below the oldest transaction in progress) and blocks no writer. Processes take turns
+// with a session advisory lock, tried every 100 ms rather than waited for in a statement: a statement
+// waiting would hold a snapshot, which the other process's CREATE INDEX CONCURRENTLY waits for. A
+// process that gets the lock after another one has built the indexes finds nothing left, and goes on
+// in bulk. An index left invalid by a build that failed or was interrupted is dropped and built again.
 func (rt *Runtime) buildLateIndexes(ctx context.Context, p *Projector, group string, log *slog.Logger, why string) (bool, error) {
-	schema := rebuildSchema(p.Name)
-	table := ident(schema, lateIndexes)
 	if pending, err := lateIndexesLeft(ctx, rt.pool, p.Name); err != nil || !pending {
 		return false, err
 	}
-	g, err := rt.generation(ctx, rt.pool, p.Name, false)
+	conn, err := rt.opts.Admin.Acquire(ctx)
+	if err != nil {
+		return false, err
+	}
+	schema := rebuildSchema(p.Name)
+	lockKey := "atlas late indexes " + schema
+	for {
+		var locked bool
+		if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock(hashtext($1))`, lockKey).Scan(&locked); err != nil {
+			conn.Release()
+			return false, err
+		}
+		if locked {
+			break
+		}
+		if sleep(ctx, 100*time.Millisecond); ctx.Err() != nil {
+			conn.Release()
+			return false, ctx.Err()
+		}
+	}
+	defer func() {
+		if _, err := conn.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock(hashtext($1))`, lockKey); err != nil {
+			conn.Conn().Close(context.WithoutCancel(ctx)) // the session ends, and its lock with it
+		}
+		conn.Release()
+	}()
+	return rt.buildLateIndexesLocked(ctx, conn.Conn(), p, group, log, why)
+}
+
+// buildLateIndexesLocked is buildLateIndexes under its advisory lock, on its connection.
+func (rt *Runtime) buildLateIndexesLocked(ctx context.Context, conn *pgx.Conn, p *Projector, group string, log *slog.Logger, why string) (bool, error) {
+	schema := rebuildSchema(p.Name)
+	table := ident(schema, lateIndexes)
+	// Again, under the lock: built by another process meanwhile, or the rebuild restarted.
+	if pending, err := lateIndexesLeft(ctx, conn, p.Name); err != nil || !pending {
+		return false, err
+	}
+	g, err := rt.generation(ctx, conn, p.Name, false)
 	if err != nil || g.shadowGroup == nil || *g.shadowGroup != group {
 		return false, err // the live group, or a retired one
 	}
-	admin := rt.opts.Admin
-	rows, err := admin.Query(ctx, "SELECT name, definition FROM "+table+" ORDER BY name")
+	rows, err := conn.Query(ctx, "SELECT name, definition FROM "+table+" ORDER BY name")
 	if err != nil {
 		return false, err
 	}
@@ -340,10 +379,10 @@ func (rt *Runtime) buildLateIndexes(ctx context.Context, p *Projector, group str
 	if err != nil {
 		return false, err
 	}
-	// state is "missing", "valid", "invalid" or "building" (by some process, now).
+	// state is "missing", "valid", "invalid" or "building" (by a process outside the lock).
 	state := func(name string) (string, error) {
 		st := "missing"
-		err := admin.QueryRow(ctx, `SELECT CASE WHEN EXISTS (SELECT 1 FROM pg_stat_progress_create_index pr WHERE pr.index_relid = c.oid) THEN 'building'
+		err := conn.QueryRow(ctx, `SELECT CASE WHEN EXISTS (SELECT 1 FROM pg_stat_progress_create_index pr WHERE pr.index_relid = c.oid) THEN 'building'
 				WHEN i.indisvalid THEN 'valid' ELSE 'invalid' END
 			FROM pg_class c JOIN pg_index i ON i.indexrelid = c.oid
 			WHERE c.relnamespace = $1::regnamespace AND c.relname = $2`, ident(schema), name).Scan(&st)
@@ -364,7 +403,8 @@ func (rt *Runtime) buildLateIndexes(ctx context.Context, p *Projector, group str
 		case "building":
 			return false, fmt.Errorf("%s: %w", ix.Name, errIndexBusy)
 		case "invalid":
-			if _, err := admin.Exec(ctx, "DROP INDEX "+ident(schema, ix.Name)); err != nil {
+			log.Info("dropping an invalid index left by an earlier build", "index", ix.Name)
+			if _, err := conn.Exec(ctx, "DROP INDEX "+ident(schema, ix.Name)); err != nil {
 				return false, fmt.Errorf("drop the invalid index %s: %w", ix.Name, err)
 			}
 		}
@@ -372,20 +412,11 @@ func (rt *Runtime) buildLateIndexes(ctx context.Context, p *Projector, group str
 		if !strings.HasPrefix(ix.Definition, prefix) {
 			return false, fmt.Errorf("late index %s: unexpected definition %q", ix.Name, ix.Definition)
 		}
-		// IF NOT EXISTS: another process may have started the same build since.
-		if _, err := admin.Exec(ctx, "CREATE INDEX CONCURRENTLY IF NOT EXISTS "+ix.Definition[len(prefix):]); err != nil {
+		if _, err := conn.Exec(ctx, "CREATE INDEX CONCURRENTLY "+ix.Definition[len(prefix):]); err != nil {
 			return false, fmt.Errorf("%s: %w", ix.Definition, err)
 		}
 	}
-	for _, ix := range indexes {
-		if st, err := state(ix.Name); err != nil || st != "valid" {
-			if err == nil {
-				err = fmt.Errorf("%s is %s: %w", ix.Name, st, errIndexBusy)
-			}
-			return false, err
-		}
-	}
-	err = pgx.BeginFunc(ctx, admin, func(tx pgx.Tx) error {
+	err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
 		// Still this rebuild's (a restarted rebuild has a table of its own).
 		var current bool
 		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM projector_status WHERE name = $1 AND shadow_group = $2 FOR SHARE)`,

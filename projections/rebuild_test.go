@@ -362,8 +362,8 @@ func TestBulkRebuildMatchesEventByEvent(t *testing.T) {
 	// The tables' indexes, by definition (the names of a rebuild's are PostgreSQL's own).
 	indexes := func() string {
 		var out string
-		if err := pool.QueryRow(ctx, `SELECT string_agg(regexp_replace(indexdef, '^CREATE (UNIQUE )?INDEX \S+', 'CREATE \1INDEX'), E'\n' ORDER BY 1)
-			FROM pg_indexes WHERE schemaname = 'public' AND tablename IN ('notes', 'note_revisions', 'note_space_tombstones')`).Scan(&out); err != nil {
+		if err := pool.QueryRow(ctx, `SELECT string_agg(d, E'\n' ORDER BY d) FROM (SELECT regexp_replace(indexdef, '^CREATE (UNIQUE )?INDEX \S+', 'CREATE \1INDEX') d
+			FROM pg_indexes WHERE schemaname = 'public' AND tablename IN ('notes', 'note_revisions', 'note_space_tombstones')) x`).Scan(&out); err != nil {
 			t.Fatal(err)
 		}
 		return out
@@ -378,10 +378,16 @@ func TestBulkRebuildMatchesEventByEvent(t *testing.T) {
 	noneIndexed := projections.Notes()
 	noneIndexed.IndexedTypes = nil
 	for _, c := range []struct {
-		p   *projections.Projector
-		why string
-	}{{projections.Notes(), "the next chunk has events that need them"}, {noneIndexed, "the bulk catch-up is done"}} {
-		rt, logs, stop := run(projections.Options{}, c.p)
+		p     *projections.Projector
+		bytes int // payload bytes per chunk at most
+		why   string
+	}{
+		{projections.Notes(), 0, "the next chunk has events that need them"},
+		{noneIndexed, 0, "the bulk catch-up is done"},
+		// Chunks cut by size (about 60 note payloads each), not by count.
+		{projections.Notes(), 10_000, "the next chunk has events that need them"},
+	} {
+		rt, logs, stop := run(projections.Options{BulkChunkBytes: c.bytes}, c.p)
 		if _, err := rt.StartRebuild(ctx, projections.NotesProjector); err != nil {
 			t.Fatal(err)
 		}
@@ -389,6 +395,7 @@ func TestBulkRebuildMatchesEventByEvent(t *testing.T) {
 		stop()
 		check("rebuild", logs)
 		if !strings.Contains(logs.String(), `msg="built the rebuild's secondary indexes" projector=notes consumer_group=`) ||
+			!strings.Contains(logs.String(), ` indexes=1 why="`) ||
 			!strings.Contains(logs.String(), `why="`+c.why+`"`) {
 			t.Fatalf("rebuild: the secondary indexes were not built because %s:\n%s", c.why, logs.String())
 		}
@@ -397,16 +404,19 @@ func TestBulkRebuildMatchesEventByEvent(t *testing.T) {
 		}
 	}
 
-	// A late index that cannot be built holds the swap back (the rebuild logs the error and tries
-	// again) until it can be.
+	// A late index whose build fails (here: a division by zero in its expression, which leaves an
+	// invalid index behind) holds the rebuild back: the error is logged at every try, the invalid
+	// index is dropped and built again, and nothing is swapped in. Once the definition is gone (and
+	// the invalid index with it), the rebuild goes on and is swapped in.
 	{
 		logs := &syncWriter{w: &bytes.Buffer{}}
 		log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
-		rt := projections.NewRuntime(pool, store, signal, log, projections.Options{Reconcile: 20 * time.Millisecond, Admin: owner, BulkChunk: 1000}, projections.Notes())
+		opts := projections.Options{Reconcile: 20 * time.Millisecond, Admin: owner, BulkChunk: 1000}
+		rt := projections.NewRuntime(pool, store, signal, log, opts, projections.Notes())
 		if _, err := rt.StartRebuild(ctx, projections.NotesProjector); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := owner.Exec(ctx, `INSERT INTO rebuild_notes.late_indexes VALUES ('broken', 'CREATE INDEX broken ON rebuild_notes.notes (no_such_column)')`); err != nil {
+		if _, err := owner.Exec(ctx, `INSERT INTO rebuild_notes.late_indexes VALUES ('broken', 'CREATE INDEX broken ON rebuild_notes.notes USING btree ((1 / (version - 1)))')`); err != nil {
 			t.Fatal(err)
 		}
 		runCtx, stop := context.WithCancel(ctx)
@@ -417,15 +427,31 @@ func TestBulkRebuildMatchesEventByEvent(t *testing.T) {
 				t.Log(logs.String())
 			}
 		}()
-		eventually(t, 20*time.Second, "the failed index build tried twice before going on event by event", func() bool {
-			return strings.Count(logs.String(), `msg="build the rebuild's indexes" projector=notes consumer_group=notes_v1_r3 error="CREATE INDEX broken ON rebuild_notes.notes (no_such_column): ERROR: column \"no_such_column\" does not exist`) >= 2
-		})
+		failures := func() (n int) {
+			for _, line := range strings.Split(logs.String(), "\n") {
+				if strings.Contains(line, `msg="build the rebuild's indexes" projector=notes consumer_group=notes_v1_r4`) &&
+					strings.Contains(line, "ERROR: division by zero") {
+					n++
+				}
+			}
+			return n
+		}
+		eventually(t, 20*time.Second, "the failing index build tried three times", func() bool { return failures() >= 3 })
+		stop()
+		<-done
+		if !strings.Contains(logs.String(), `msg="dropping an invalid index left by an earlier build" projector=notes consumer_group=notes_v1_r4 index=broken`) {
+			t.Fatal("the invalid index was not dropped before the next try")
+		}
 		if live, _, err := rt.FinishRebuildIfCaughtUp(ctx, projections.NotesProjector); err != nil || live {
 			t.Fatalf("swapped in without its indexes (%v)", err)
 		}
-		if _, err := owner.Exec(ctx, `DELETE FROM rebuild_notes.late_indexes WHERE name = 'broken'`); err != nil {
+		if _, err := owner.Exec(ctx, `DELETE FROM rebuild_notes.late_indexes WHERE name = 'broken'; DROP INDEX IF EXISTS rebuild_notes.broken`); err != nil {
 			t.Fatal(err)
 		}
+		rt = projections.NewRuntime(pool, store, signal, log, opts, projections.Notes())
+		runCtx, stop = context.WithCancel(ctx)
+		done = make(chan struct{})
+		go func() { defer close(done); _ = rt.Run(runCtx) }()
 		waitLive(t, rt, projections.NotesProjector)
 		stop()
 		<-done
@@ -451,11 +477,14 @@ func TestBulkRebuildMatchesEventByEvent(t *testing.T) {
 		if live, _, err := rt.FinishRebuildIfCaughtUp(ctx, projections.NotesProjector); err != nil || live {
 			t.Fatalf("swapped in without its late indexes (%v)", err)
 		}
-		if _, err := owner.Exec(ctx, `DROP TABLE rebuild_notes.late_indexes`); err != nil {
+		if _, err := owner.Exec(ctx, `CREATE INDEX ON rebuild_notes.notes (space_id, id); DROP TABLE rebuild_notes.late_indexes`); err != nil {
 			t.Fatal(err)
 		}
 		if live, _, err := rt.FinishRebuildIfCaughtUp(ctx, projections.NotesProjector); err != nil || !live {
 			t.Fatalf("not swapped in once the late indexes were gone (%v)", err)
+		}
+		if got := indexes(); got != wantIndexes {
+			t.Fatalf("swapped in: the indexes are\n%s\nnot\n%s", got, wantIndexes)
 		}
 	}
 

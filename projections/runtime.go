@@ -83,8 +83,9 @@ type Options struct {
 	// EventByEvent turns bulk catch-up off: every group goes through the log one event at a time, as
 	// a reference for tests of the bulk paths.
 	EventByEvent bool
-	// BulkChunk is how many events a bulk catch-up applies per transaction at most (default 20,000).
-	BulkChunk int
+	// BulkChunk is how many events a bulk catch-up applies per transaction at most (default 20,000),
+	// BulkChunkBytes how many bytes of payload (default 64 MiB; a single larger event goes alone).
+	BulkChunk, BulkChunkBytes int
 }
 
 // Runtime runs projectors and answers questions about their progress.
@@ -120,6 +121,9 @@ func NewRuntime(pool *pgxpool.Pool, store *eventstore.Store, signal *eventstore.
 	}
 	if opts.BulkChunk <= 0 {
 		opts.BulkChunk = bulkChunk
+	}
+	if opts.BulkChunkBytes <= 0 {
+		opts.BulkChunkBytes = bulkChunkBytes
 	}
 	if opts.Admin == nil {
 		opts.Admin = pool
