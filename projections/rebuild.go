@@ -412,6 +412,8 @@ func (rt *Runtime) buildLateIndexesLocked(ctx context.Context, conn *pgx.Conn, p
 		if !strings.HasPrefix(ix.Definition, prefix) {
 			return false, fmt.Errorf("late index %s: unexpected definition %q", ix.Name, ix.Definition)
 		}
+		// Logged before, as it may wait (for older transactions in the database) as well as sort.
+		log.Info("building a rebuild's secondary index", "index", ix.Name, "why", why)
 		if _, err := conn.Exec(ctx, "CREATE INDEX CONCURRENTLY "+ix.Definition[len(prefix):]); err != nil {
 			return false, fmt.Errorf("%s: %w", ix.Definition, err)
 		}
